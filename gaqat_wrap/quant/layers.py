@@ -1,0 +1,227 @@
+"""Quantized layers: the original module, re-classed in place.
+
+A quantized layer stays an instance of its original class (``isinstance``
+checks, peft and timm helpers keep working), keeps its own ``weight`` and
+``bias`` Parameters and state_dict keys, and gains two submodules:
+``weight_quantizer`` (per output channel) and ``input_quantizer`` (per tensor,
+or ``None`` when activations stay in full precision).
+
+Each supported class has a :class:`LayerAdapter` that says what the
+*effective* weight is and how the layer computes its output from a given
+weight. Layers whose class overrides ``forward`` and has no adapter are not
+quantized: :func:`adapter_for` returns the reason instead.
+
+Example:
+    >>> import torch
+    >>> layer = torch.nn.Linear(4, 3)
+    >>> quantize_layer(layer, weight_bits=4, input_bits=4, role="fc")
+    >>> isinstance(layer, torch.nn.Linear), type(layer).__name__
+    (True, 'QuantizedLinear')
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gaqat_wrap.quant.quantizer import LSQQuantizer, ScaleInit
+
+
+@dataclass(frozen=True)
+class LayerAdapter:
+    """How one layer class computes with a (quantized) weight.
+
+    ``effective_weight(module)`` is the weight the layer really multiplies
+    with (after weight standardisation, for example); ``compute(module, x, w)``
+    is the layer's forward given that weight.
+    """
+
+    effective_weight: Callable[[nn.Module], Tensor]
+    compute: Callable[[nn.Module, Tensor, Tensor], Tensor]
+    granularity: str = "per-output-channel"
+
+
+def _plain_weight(module: nn.Module) -> Tensor:
+    return module.weight
+
+
+def _linear(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    return F.linear(x, w, module.bias)
+
+
+def _conv(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    return module._conv_forward(x, w, module.bias)
+
+
+LINEAR = LayerAdapter(_plain_weight, _linear)
+CONV = LayerAdapter(_plain_weight, _conv)
+
+_BASE_FORWARDS = {
+    nn.Linear: (nn.Linear.forward, LINEAR),
+    nn.Conv1d: (nn.Conv1d.forward, CONV),
+    nn.Conv2d: (nn.Conv2d.forward, CONV),
+    nn.Conv3d: (nn.Conv3d.forward, CONV),
+}
+
+_ADAPTERS: dict[type, LayerAdapter] = {}
+
+
+def register_adapter(cls: type, adapter: LayerAdapter) -> None:
+    """Teach :func:`quantize_model` a layer class whose ``forward`` is custom.
+
+    Example:
+        >>> class MyConv(nn.Conv2d):
+        ...     def forward(self, x):
+        ...         return self._conv_forward(x, self.weight * 2, self.bias)
+        >>> register_adapter(MyConv, LayerAdapter(lambda m: m.weight * 2, CONV.compute))
+    """
+    _ADAPTERS[cls] = adapter
+
+
+def _standardized_weight(module: nn.Module) -> Tensor:
+    """timm StdConv2d: per-output-channel weight standardisation."""
+    return F.batch_norm(
+        module.weight.reshape(1, module.out_channels, -1), None, None, training=True, momentum=0.0, eps=module.eps
+    ).reshape_as(module.weight)
+
+
+def _scaled_standardized_weight(module: nn.Module) -> Tensor:
+    """timm ScaledStdConv2d: standardisation with a learnable gain."""
+    return F.batch_norm(
+        module.weight.reshape(1, module.out_channels, -1),
+        None,
+        None,
+        weight=(module.gain * module.scale).view(-1),
+        training=True,
+        momentum=0.0,
+        eps=module.eps,
+    ).reshape_as(module.weight)
+
+
+def _conv_maybe_same(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    """timm Std/ScaledStdConv2d(Same): optional dynamic SAME padding, then conv2d."""
+    if getattr(module, "same_pad", False):
+        from timm.layers.padding import pad_same
+
+        x = pad_same(x, module.kernel_size, module.stride, module.dilation)
+    return F.conv2d(x, w, module.bias, module.stride, module.padding, module.dilation, module.groups)
+
+
+def _conv_same(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    """timm Conv2dSame: dynamic SAME padding, then conv2d without padding."""
+    from timm.layers.padding import pad_same
+
+    x = pad_same(x, module.kernel_size, module.stride, module.dilation)
+    return F.conv2d(x, w, module.bias, module.stride, (0, 0), module.dilation, module.groups)
+
+
+def _register_timm_adapters() -> None:
+    try:
+        from timm.layers import conv2d_same, std_conv
+    except ImportError:  # timm is an optional extra
+        return
+    for name, weight_fn in (("StdConv2d", _standardized_weight), ("StdConv2dSame", _standardized_weight),
+                            ("ScaledStdConv2d", _scaled_standardized_weight),
+                            ("ScaledStdConv2dSame", _scaled_standardized_weight)):
+        if hasattr(std_conv, name):
+            register_adapter(getattr(std_conv, name), LayerAdapter(weight_fn, _conv_maybe_same))
+    if hasattr(conv2d_same, "Conv2dSame"):
+        register_adapter(conv2d_same.Conv2dSame, LayerAdapter(_plain_weight, _conv_same))
+
+
+_register_timm_adapters()
+
+
+def adapter_for(module: nn.Module) -> LayerAdapter | str:
+    """The adapter for ``module``, or the reason it cannot be quantized.
+
+    Example:
+        >>> adapter_for(nn.Linear(2, 2)) is LINEAR, adapter_for(nn.ReLU())
+        (True, 'not a Linear/Conv layer')
+    """
+    cls = type(module)
+    if isinstance(module, QuantizedLayer):
+        return "already quantized"
+    if cls in _ADAPTERS:
+        return _ADAPTERS[cls]
+    for base, (base_forward, adapter) in _BASE_FORWARDS.items():
+        if isinstance(module, base):
+            if cls.forward is base_forward:
+                if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module.padding_mode != "zeros":
+                    return CONV  # _conv_forward handles the padding mode
+                return adapter
+            return (f"{cls.__module__}.{cls.__qualname__} overrides forward() and has no adapter "
+                    "(see gaqat_wrap.quant.layers.register_adapter)")
+    return "not a Linear/Conv layer"
+
+
+class QuantizedLayer(nn.Module):
+    """Mixin placed in front of the original class by :func:`quantize_layer`."""
+
+    _gaqat_adapter: LayerAdapter
+    _gaqat_original_class: type
+    weight_quantizer: LSQQuantizer
+    input_quantizer: LSQQuantizer | None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        weight = self.weight_quantizer(self._gaqat_adapter.effective_weight(self))
+        return self._gaqat_adapter.compute(self, x, weight)
+
+    def effective_weight(self) -> Tensor:
+        """The full-precision weight this layer quantizes."""
+        return self._gaqat_adapter.effective_weight(self)
+
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+def quantized_class(cls: type) -> type:
+    """The (cached) quantized subclass of ``cls``, importable by name for pickling."""
+    if cls not in _CLASS_CACHE:
+        name = f"Quantized{cls.__name__}"
+        qualname = f"{name}__{cls.__module__.replace('.', '_')}"
+        new_cls = type(name, (QuantizedLayer, cls), {"__module__": __name__, "__qualname__": qualname})
+        setattr(sys.modules[__name__], qualname, new_cls)
+        _CLASS_CACHE[cls] = new_cls
+    return _CLASS_CACHE[cls]
+
+
+def quantize_layer(
+    module: nn.Module,
+    *,
+    weight_bits: int,
+    input_bits: int | None,
+    role: str,
+    input_signed: bool | None = None,
+    weight_init: ScaleInit = "lsq",
+    input_init: ScaleInit = "lsq",
+) -> None:
+    """Turn ``module`` into its quantized class in place.
+
+    ``input_bits=None`` keeps the layer's input in full precision. Raises
+    ``TypeError`` with the reason when the layer cannot be quantized.
+    """
+    adapter = adapter_for(module)
+    if isinstance(adapter, str):
+        raise TypeError(f"cannot quantize {role or type(module).__name__}: {adapter}")
+    weight = adapter.effective_weight(module)
+    weight_quantizer = LSQQuantizer(weight_bits, kind="weight", num_channels=weight.shape[0], init=weight_init,
+                                    role=f"{role}.weight")
+    weight_quantizer.to(device=module.weight.device)
+    weight_quantizer.initialize_from_weight(weight)
+    input_quantizer = None
+    if input_bits is not None:
+        input_quantizer = LSQQuantizer(input_bits, kind="input", signed=input_signed, init=input_init,
+                                       role=f"{role}.input").to(device=module.weight.device)
+    original = type(module)
+    module.__class__ = quantized_class(original)
+    module._gaqat_adapter = adapter
+    module._gaqat_original_class = original
+    module.weight_quantizer = weight_quantizer
+    module.input_quantizer = input_quantizer
