@@ -1,6 +1,6 @@
 """gaqat-wrap: train timm / Hugging Face vision models as 3/4-bit quantized models that generalize.
 
-Example:
+Examples:
     >>> import torch
     >>> from gaqat_wrap import quantize_model
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))

@@ -8,7 +8,7 @@ around its second closure call; modules prepared with
 :func:`protect_running_stats` restore their buffers bit-exactly after a
 forward that ran inside it.
 
-Example:
+Examples:
     >>> import torch
     >>> bn = torch.nn.BatchNorm1d(3)
     >>> _ = protect_running_stats(bn)
@@ -35,7 +35,7 @@ _PROTECTED = "_gaqat_running_stats_protected"
 def in_second_pass() -> bool:
     """Return True while the current thread runs the optimizer's second pass.
 
-    Example:
+    Examples:
         >>> in_second_pass()
         False
     """
@@ -46,7 +46,7 @@ def in_second_pass() -> bool:
 def second_pass() -> Iterator[None]:
     """Mark the enclosed forward/backward as the SAM second pass.
 
-    Example:
+    Examples:
         >>> with second_pass():
         ...     in_second_pass()
         True
@@ -80,7 +80,7 @@ def protect_running_stats(model: nn.Module) -> int:
     ``BatchNormAct2d`` and the like included); idempotent. Returns how many
     modules are protected.
 
-    Example:
+    Examples:
         >>> protect_running_stats(torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
         1
     """

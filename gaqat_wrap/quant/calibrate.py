@@ -21,7 +21,7 @@ def run_model_on_batch(model: nn.Module, batch: Any) -> Any:
     list contributes its first element (``(images, labels)``), anything else
     is passed as is.
 
-    Example:
+    Examples:
         >>> run_model_on_batch(nn.Identity(), (torch.ones(1), torch.zeros(1)))
         tensor([1.])
     """
@@ -52,7 +52,7 @@ def calibrate(
     Under torch.distributed the statistics are all-reduced, so every rank ends
     with the same step sizes. Returns the number of batches used.
 
-    Example:
+    Examples:
         >>> from gaqat_wrap import quantize_model
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 2)), bits=4)
         >>> calibrate(net, [torch.randn(16, 4) for _ in range(3)])

@@ -29,7 +29,7 @@ class QuantConfig:
         act_signed: force signed (``True``) / unsigned (``False``) inputs; ``None``
             decides per layer from calibration data.
 
-    Example:
+    Examples:
         >>> QuantConfig(bits=3, overrides={"blocks.0.*": 8}).act_bits
         3
     """

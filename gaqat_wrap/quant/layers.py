@@ -11,7 +11,7 @@ Each supported class has a :class:`LayerAdapter` that says what the
 weight. Layers whose class overrides ``forward`` and has no adapter are not
 quantized: :func:`adapter_for` returns the reason instead.
 
-Example:
+Examples:
     >>> import torch
     >>> layer = torch.nn.Linear(4, 3)
     >>> quantize_layer(layer, weight_bits=4, input_bits=4, role="fc")
@@ -73,7 +73,7 @@ _ADAPTERS: dict[type, LayerAdapter] = {}
 def register_adapter(cls: type, adapter: LayerAdapter) -> None:
     """Teach :func:`quantize_model` a layer class whose ``forward`` is custom.
 
-    Example:
+    Examples:
         >>> class MyConv(nn.Conv2d):
         ...     def forward(self, x):
         ...         return self._conv_forward(x, self.weight * 2, self.bias)
@@ -139,7 +139,7 @@ _register_timm_adapters()
 def adapter_for(module: nn.Module) -> LayerAdapter | str:
     """The adapter for ``module``, or the reason it cannot be quantized.
 
-    Example:
+    Examples:
         >>> adapter_for(nn.Linear(2, 2)) is LINEAR, adapter_for(nn.ReLU())
         (True, 'not a Linear/Conv layer')
     """

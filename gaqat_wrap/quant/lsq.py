@@ -34,7 +34,7 @@ SCALE_EPS = 1e-8
 def validate_bits(bits: object, what: str = "bits") -> int:
     """Return ``bits`` if it is an int in [2, 8], else raise a clear error.
 
-    Example:
+    Examples:
         >>> validate_bits(4)
         4
     """
@@ -50,7 +50,7 @@ def quant_range(bits: int, signed: bool) -> tuple[int, int]:
 
     Signed: ``(-2^(b-1), 2^(b-1) - 1)``; unsigned: ``(0, 2^b - 1)``.
 
-    Example:
+    Examples:
         >>> quant_range(4, signed=True), quant_range(4, signed=False)
         ((-8, 7), (0, 15))
     """
@@ -63,7 +63,7 @@ def quant_range(bits: int, signed: bool) -> tuple[int, int]:
 def lsq_grad_scale(elements_per_scale: int, qp: int) -> float:
     """LSQ gradient scale ``g = 1 / sqrt(N * Qp)``.
 
-    Example:
+    Examples:
         >>> round(lsq_grad_scale(100, 7), 6)
         0.037796
     """
@@ -109,7 +109,7 @@ def lsq_fake_quant(x: Tensor, scale: Tensor, qn: int, qp: int, grad_scale: float
     The scale is clamped to at least :data:`SCALE_EPS`; the gradient w.r.t.
     ``scale`` is multiplied by ``grad_scale`` (the LSQ ``g``).
 
-    Example:
+    Examples:
         >>> x = torch.tensor([-1.0, 0.26, 0.74, 5.0])
         >>> lsq_fake_quant(x, torch.tensor(0.5), -4, 3)
         tensor([-1.0000,  0.5000,  0.5000,  1.5000])
@@ -122,7 +122,7 @@ def lsq_init_scale(x: Tensor, qp: int, dim: int | None = None) -> Tensor:
 
     With ``dim`` given, one value per index of that dimension (per-channel).
 
-    Example:
+    Examples:
         >>> lsq_init_scale(torch.ones(4), qp=4)
         tensor(1.)
     """
@@ -140,7 +140,7 @@ def mse_init_scale(x: Tensor, qn: int, qp: int, dim: int | None = None, grid: in
     Candidates are ``max|x| * k / grid / Qp`` for ``k = 1..grid``; better than the
     LSQ rule at 3 bits. With ``dim`` given, one search per index of that dim.
 
-    Example:
+    Examples:
         >>> s = mse_init_scale(torch.linspace(-1, 1, 101), -4, 3)
         >>> 0.2 < float(s) < 0.4
         True

@@ -23,7 +23,7 @@ def param_groups(
     (``requires_grad=False``) are left out. Each group has a ``"group"`` key
     naming it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gaqat_wrap import quantize_model
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)), bits=4)

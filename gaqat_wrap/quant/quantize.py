@@ -21,7 +21,7 @@ CANDIDATE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every Linear/Conv layer (subclasses included) in registration order.
 
-    Example:
+    Examples:
         >>> [name for name, _ in candidate_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)))]
         ['0', '2']
     """
@@ -75,7 +75,7 @@ def quantize_model(
     protected against the SAM second pass. See :func:`quant_report` for what
     was quantized and why anything was skipped.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
         >>> net = quantize_model(net, bits=4)

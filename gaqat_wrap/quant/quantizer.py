@@ -30,7 +30,7 @@ _SAMPLE_LIMIT = 1 << 16
 def is_scale_parameter(param: Tensor) -> bool:
     """True if ``param`` is an LSQ step size created by gaqat_wrap.
 
-    Example:
+    Examples:
         >>> q = LSQQuantizer(4, kind="weight", num_channels=3)
         >>> is_scale_parameter(q.scale), is_scale_parameter(torch.nn.Parameter(torch.ones(1)))
         (True, False)
@@ -61,7 +61,7 @@ class LSQQuantizer(nn.Module):
     uses ``N`` = elements per step size: the fan-in for per-channel weights,
     the elements of one sample (``numel / batch``) for inputs.
 
-    Example:
+    Examples:
         >>> q = LSQQuantizer(4, kind="input")
         >>> y = q(torch.randn(2, 8))   # first forward initialises the step size
         >>> bool(q.initialized), q.is_signed

@@ -35,7 +35,7 @@ class LayerReport:
 def quant_report(model: nn.Module) -> list[LayerReport]:
     """List every Linear/Conv layer of ``model`` as quantized or skipped.
 
-    Example:
+    Examples:
         >>> from gaqat_wrap import quantize_model
         >>> net = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)), bits=4)
         >>> [(r.name, r.quantized) for r in quant_report(net)]
