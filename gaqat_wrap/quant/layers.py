@@ -177,6 +177,17 @@ class QuantizedLayer(nn.Module):
         """The full-precision weight this layer quantizes."""
         return self._gaqat_adapter.effective_weight(self)
 
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        # Pickle by the original class: the dynamic subclass is rebuilt on load, even in a fresh process.
+        reduced = super().__reduce_ex__(protocol)
+        return (_new_quantized, (self._gaqat_original_class,), *reduced[2:])
+
+
+def _new_quantized(original: type) -> nn.Module:
+    """Unpickling helper: an empty instance of the quantized subclass of ``original``."""
+    cls = quantized_class(original)
+    return cls.__new__(cls)
+
 
 _CLASS_CACHE: dict[type, type] = {}
 

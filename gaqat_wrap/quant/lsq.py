@@ -76,8 +76,10 @@ def _reduce_to(t: Tensor, shape: torch.Size) -> Tensor:
         return t
     if len(shape) == 0:
         return t.sum()
+    if t.dim() > len(shape):  # broadcast over leading dimensions, e.g. scale (C,) against x (B, C)
+        t = t.sum(dim=tuple(range(t.dim() - len(shape))))
     dims = [i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1]
-    return t.sum(dim=dims, keepdim=True)
+    return t.sum(dim=dims, keepdim=True) if dims else t  # an empty dim list would sum everything
 
 
 class _LSQFakeQuant(torch.autograd.Function):

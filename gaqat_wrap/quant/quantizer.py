@@ -113,11 +113,20 @@ class LSQQuantizer(nn.Module):
         self._role = value or f"<{self.kind}>"
         setattr(self.scale, SCALE_ROLE_ATTR, self._role)
 
+    def _retag(self) -> None:
+        if self._parameters.get("scale") is not None:
+            setattr(self._parameters["scale"], SCALE_ROLE_ATTR, self._role)
+
     def __setstate__(self, state: dict) -> None:
         # deepcopy/pickle build new Parameters without our attribute: tag them again.
         super().__setstate__(state)
-        if "scale" in self._parameters and self._parameters["scale"] is not None:
-            setattr(self._parameters["scale"], SCALE_ROLE_ATTR, self._role)
+        self._retag()
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # .to()/.float() may swap tensor contents (swap_tensors, meta/XLA devices), which swaps __dict__ too.
+        result = super()._apply(fn, recurse)
+        self._retag()
+        return result
 
     # -- ranges ---------------------------------------------------------------
     @property
@@ -253,3 +262,4 @@ def _refresh_cached_flags(module: nn.Module, incompatible_keys: object) -> None:
     if isinstance(module, LSQQuantizer):
         module._initialized = bool(module.initialized.item())
         module._signed = bool(module.signed.item())
+        module._retag()  # load_state_dict(assign=True) installs a new Parameter
