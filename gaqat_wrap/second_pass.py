@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
+import torch  # noqa: F401  (the doctests below use it)
 from torch import nn
 
 _state = threading.local()
@@ -60,7 +60,15 @@ def second_pass() -> Iterator[None]:
 
 def _save_stats(module: nn.Module, args: tuple) -> None:
     if in_second_pass() and module.training:
-        saved = {name: buf.clone() for name, buf in module.named_buffers(recurse=False) if buf is not None}
+        _restore_stats(module, args, None)  # a forward that raised left stand-ins behind
+        # The forward updates stand-in copies; the originals are put back untouched afterwards.
+        # Copying values back in place instead would bump the version of tensors that
+        # batch_norm saved for backward and break the second pass's backward.
+        saved = {}
+        for name, buf in module._buffers.items():
+            if buf is not None:
+                saved[name] = buf
+                module._buffers[name] = buf.clone()
         setattr(module, _SAVED_BUFFERS, saved)
 
 
@@ -68,9 +76,8 @@ def _restore_stats(module: nn.Module, args: tuple, output: object) -> None:
     saved = module.__dict__.pop(_SAVED_BUFFERS, None)
     if saved is None:
         return
-    with torch.no_grad():
-        for name, value in saved.items():
-            getattr(module, name).copy_(value)
+    for name, original in saved.items():
+        module._buffers[name] = original
 
 
 def protect_running_stats(model: nn.Module) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -70,9 +71,7 @@ def calibrate(
         q.begin_calibration()
     used = 0
     try:
-        for batch in batches:
-            if num_batches is not None and used >= num_batches:
-                break
+        for batch in itertools.islice(batches, num_batches):  # never pulls a batch it will not use
             forward_fn(model, batch)
             used += 1
     except BaseException:
