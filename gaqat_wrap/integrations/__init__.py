@@ -1,0 +1,5 @@
+"""Integrations with training frameworks: transformers.Trainer (callback and subclass)."""
+
+from gaqat_wrap.integrations.trainer import GAQATCallback, GAQATTrainer, freeze_log_entries
+
+__all__ = ["GAQATCallback", "GAQATTrainer", "freeze_log_entries"]
