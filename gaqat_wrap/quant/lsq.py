@@ -70,38 +70,52 @@ def lsq_grad_scale(elements_per_scale: int, qp: int) -> float:
     return 1.0 / math.sqrt(max(elements_per_scale, 1) * qp)
 
 
-def _reduce_to(t: Tensor, shape: torch.Size) -> Tensor:
-    """Sum ``t`` over the dimensions that ``shape`` broadcasts."""
-    if t.shape == shape:
-        return t
-    if len(shape) == 0:
-        return t.sum()
-    if t.dim() > len(shape):  # broadcast over leading dimensions, e.g. scale (C,) against x (B, C)
-        t = t.sum(dim=tuple(range(t.dim() - len(shape))))
-    dims = [i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1]
-    return t.sum(dim=dims, keepdim=True) if dims else t  # an empty dim list would sum everything
+def _reduce_to(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """Sum ``t`` over the dimensions that ``shape`` broadcasts, accumulating in ``dtype``."""
+    lead = t.dim() - len(shape)  # broadcast over leading dimensions, e.g. scale (C,) against x (B, C)
+    dims = [*range(lead), *(lead + i for i, n in enumerate(shape) if n == 1 and t.shape[lead + i] != 1)]
+    if not dims:  # an empty dim list would sum everything
+        return t.to(dtype)
+    return t.sum(dim=dims, dtype=dtype).reshape(shape)
 
 
 class _LSQFakeQuant(torch.autograd.Function):
+    """The LSQ forward and gradients of the module docstring, with few passes over memory.
+
+    Only ``x`` and the step size are saved; the backward recomputes ``x / s``.
+    CPU kernels on bool tensors are slow and every fresh full-size tensor
+    costs page faults, so the backward keeps its masks as 0/1 tensors of
+    ``x``'s dtype and works in three buffers it reuses in place (the mask
+    buffer becomes ``grad_x``). Reductions accumulate in float32 (float64 for
+    float64 inputs).
+    """
+
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, qn: int, qp: int, grad_scale: float) -> Tensor:  # type: ignore[override]
         s = scale.to(x.dtype)
-        ctx.save_for_backward(x, scale)
+        ctx.save_for_backward(x, s)
         ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
-        return torch.round(x / s).clamp_(qn, qp).mul_(s)
+        ctx.scale_shape, ctx.scale_dtype = scale.shape, scale.dtype
+        return torch.div(x, s).round_().clamp_(qn, qp).mul_(s)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, scale = ctx.saved_tensors
+        x, s = ctx.saved_tensors
         qn, qp = ctx.qn, ctx.qp
-        x_over_s = x / scale.to(x.dtype)
-        inside = (x_over_s > qn) & (x_over_s < qp)
-        grad_x = grad_out * inside if ctx.needs_input_grad[0] else None
+        v = torch.div(x, s)
+        inside = torch.gt(v, qn, out=torch.empty_like(v))  # 1.0 where Qn < v < Qp, else 0.0
+        spare = torch.lt(v, qp, out=torch.empty_like(v))
+        inside.mul_(spare)
         grad_scale = None
         if ctx.needs_input_grad[1]:
-            step_term = torch.where(inside, torch.round(x_over_s) - x_over_s, x_over_s.clamp(qn, qp))
-            grad_scale = _reduce_to((grad_out * step_term).float(), scale.shape) * ctx.grad_scale
-            grad_scale = grad_scale.to(scale.dtype)
+            # t = round(v) - v inside the range, Qn or Qp outside: clamp(round(v)) - clamp(v) * inside.
+            # (v is clamped first so that an infinite v gives Qn/Qp rather than inf * 0.)
+            rounded = torch.round(v, out=spare).clamp_(qn, qp)
+            step_term = torch.addcmul(rounded, v.clamp_(qn, qp), inside, value=-1, out=v)
+            accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
+            grad_scale = _reduce_to(step_term.mul_(grad_out), ctx.scale_shape, accumulate)
+            grad_scale = grad_scale.mul_(ctx.grad_scale).to(ctx.scale_dtype)
+        grad_x = inside.mul_(grad_out) if ctx.needs_input_grad[0] else None
         return grad_x, grad_scale, None, None, None
 
 
