@@ -119,6 +119,10 @@ class GAQATOptimizer(Optimizer):
                 options["sam_rho"] = sam_rho
             if freeze_threshold is not UNSET:
                 options["freeze_threshold"] = freeze_threshold
+            unknown = sorted(set(options) - set(GAQATConfig.__dataclass_fields__))
+            if unknown:
+                raise TypeError(f"unknown GAQATOptimizer option(s) {', '.join(map(repr, unknown))}; the options are "
+                                f"the GAQATConfig fields: {', '.join(GAQATConfig.__dataclass_fields__)}")
             config = GAQATConfig(**options)
         self.base = base
         self.config = config
@@ -249,6 +253,7 @@ class GAQATOptimizer(Optimizer):
         norms = [torch.linalg.vector_norm(g) for g in grads]
         finite = torch.isfinite(torch.stack(norms).sum()) if norms else torch.tensor(True)
         if not self._all_finite(finite, loss):
+            self.zero_grad(set_to_none=True)
             self._skip("first")
             return False
         perturbed = [p for p, flag in zip(params, perturbed_flags, strict=True) if flag]

@@ -1,0 +1,57 @@
+"""Under torch.distributed the conflict statistics are all-reduced: every rank makes the same freeze decisions."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD = 2
+STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank: int, port: int, out_dir: str) -> None:
+    from conftest import batches, loss_closure, mlp
+
+    from gaqat_wrap.optim import GAQATOptimizer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        model = mlp()   # same seed on every rank; no DDP wrapper, so each rank's gradients are its own
+        opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.05), sam_rho=0.5, window=1,
+                             freeze_threshold=1.0)
+        decisions = []
+        for x, y in batches((8,), STEPS, seed=100 + rank):
+            opt.step(loss_closure(model, x, y))
+            decisions.append([s.frozen for s in opt.freeze_report()])
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(decisions))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_with_different_data_make_identical_freeze_decisions(tmp_path):
+    context = mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError("the 2-process gloo run did not finish within 120 s")
+    ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert ranks[0] == ranks[1]
+    flat = [flag for step in ranks[0] for flag in step]
+    assert len(ranks[0]) == STEPS and any(flat) and not all(flat)   # decisions were non-trivial
