@@ -7,6 +7,7 @@ Examples:
     >>> net = quantize_model(net, bits=4)
 """
 
+from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
 from gaqat_wrap.quant import (
     LayerReport,
     LSQQuantizer,
@@ -23,6 +24,8 @@ from gaqat_wrap.second_pass import protect_running_stats, second_pass
 __version__ = "0.1.0"
 
 __all__ = [
+    "GAQATConfig",
+    "GAQATOptimizer",
     "LSQQuantizer",
     "LayerReport",
     "QuantConfig",
