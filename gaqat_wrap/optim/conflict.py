@@ -121,7 +121,7 @@ class ConflictTracker:
         self.config = config
         self.window = torch.zeros(num_scales, config.window, dtype=torch.bool)
         self.position = 0
-        self.filled = 0
+        self.filled = torch.zeros(num_scales, dtype=torch.int64)
         self.steps = 0
         self.frozen = torch.zeros(num_scales, dtype=torch.bool)
         self.frozen_steps = torch.zeros(num_scales, dtype=torch.int64)
@@ -138,26 +138,26 @@ class ConflictTracker:
                              "(add_param_group) but not removed")
         if extra:
             self.window = torch.cat([self.window, torch.zeros(extra, self.config.window, dtype=torch.bool)])
+            self.filled = torch.cat([self.filled, torch.zeros(extra, dtype=torch.int64)])
             self.frozen = torch.cat([self.frozen, torch.zeros(extra, dtype=torch.bool)])
             self.frozen_steps = torch.cat([self.frozen_steps, torch.zeros(extra, dtype=torch.int64)])
 
     def disorder(self) -> Tensor:
-        """Fraction of conflicting flags among the ``filled`` ones, per scale."""
-        if self.filled == 0:
-            return torch.zeros(self.num_scales)
-        return self.window.sum(1).float() / self.filled
+        """Fraction of conflicting flags among the flags recorded in the window, per scale (0 before any)."""
+        return self.window.sum(1).float() / self.filled.clamp(min=1).float()
 
     def record(self, flags: Tensor) -> bool:
         """Append one step's flags; return True when a freeze decision was made."""
         config = self.config
         self.window[:, self.position] = flags.to(device="cpu", dtype=torch.bool)
         self.position = (self.position + 1) % config.window
-        self.filled = min(self.filled + 1, config.window)
+        self.filled = (self.filled + 1).clamp(max=config.window)
         self.steps += 1
-        decided = self.filled == config.window and self.steps % config.reevaluate_every == 0
+        ready = self.filled == config.window       # scales added later fill their window later
+        decided = bool(ready.any()) and self.steps % config.reevaluate_every == 0
         if decided and config.freeze_threshold is not None:
-            decision = self.disorder() >= config.freeze_threshold
-            self.frozen = self.frozen | decision if config.permanent_freeze else decision
+            decision = (self.disorder() >= config.freeze_threshold) & ready
+            self.frozen = self.frozen | decision if config.permanent_freeze else torch.where(ready, decision, self.frozen)
         self.frozen_steps += self.frozen.long()
         return decided
 
@@ -165,13 +165,13 @@ class ConflictTracker:
         """One :class:`ScaleStatus` per scale."""
         disorder = self.disorder().tolist()
         conflicts = self.window.sum(1).tolist()
-        frozen, frozen_steps = self.frozen.tolist(), self.frozen_steps.tolist()
-        return [ScaleStatus(role, disorder[i], frozen[i], frozen_steps[i], conflicts[i], self.filled)
+        frozen, frozen_steps, filled = self.frozen.tolist(), self.frozen_steps.tolist(), self.filled.tolist()
+        return [ScaleStatus(role, disorder[i], frozen[i], frozen_steps[i], conflicts[i], filled[i])
                 for i, role in enumerate(roles)]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically."""
-        return {"window": self.window.clone(), "position": self.position, "filled": self.filled, "steps": self.steps,
+        return {"window": self.window.clone(), "position": self.position, "filled": self.filled.clone(), "steps": self.steps,
                 "frozen": self.frozen.clone(), "frozen_steps": self.frozen_steps.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -181,6 +181,7 @@ class ConflictTracker:
             raise ValueError(f"the saved conflict window has K={window.shape[1]} but this optimizer has window="
                              f"{self.config.window}; build the optimizer with the same window to resume")
         self.window = window.clone()
-        self.position, self.filled, self.steps = int(state["position"]), int(state["filled"]), int(state["steps"])
+        self.position, self.steps = int(state["position"]), int(state["steps"])
+        self.filled = torch.as_tensor(state["filled"], dtype=torch.int64).cpu().clone()
         self.frozen = state["frozen"].to(device="cpu", dtype=torch.bool).clone()
         self.frozen_steps = state["frozen_steps"].to(device="cpu", dtype=torch.int64).clone()

@@ -42,6 +42,7 @@ from torch.utils.hooks import RemovableHandle
 
 from gaqat_wrap.optim.config import RHO_GROUP_KEY, GAQATConfig
 from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, scale_grad_conflict
+from gaqat_wrap.optim.engines import check_supported_parameters
 from gaqat_wrap.optim.perturbation import perturbation
 from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
 from gaqat_wrap.second_pass import protect_running_stats, second_pass
@@ -109,6 +110,7 @@ class GAQATOptimizer(Optimizer):
                             "the base first, e.g. GAQATOptimizer(torch.optim.AdamW(model.parameters()), sam_rho=0.05)")
         if isinstance(base, GAQATOptimizer):
             raise TypeError("base is already a GAQATOptimizer; wrap the plain base optimizer once")
+        check_supported_parameters(p for group in base.param_groups for p in group["params"])
         if config is not None:
             if sam_rho is not None or freeze_threshold is not UNSET or options:
                 raise TypeError("pass either config=GAQATConfig(...) or sam_rho/freeze_threshold/options, not both")
@@ -185,8 +187,8 @@ class GAQATOptimizer(Optimizer):
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         """One GAQAT step; ``closure`` runs forward + backward and returns the loss.
 
-        The closure must not call ``zero_grad`` itself; the optimizer clears
-        gradients between the passes and after the step. If no parameter
+        The closure need not call ``zero_grad`` (the optimizer clears gradients
+        between the passes and after the step); calling it is harmless. If no parameter
         holds a gradient, the closure runs the first pass too; if gradients
         are already there (you called ``backward`` yourself, or accumulated
         micro-batches), they are g0 and the closure runs only the second pass.
@@ -220,11 +222,12 @@ class GAQATOptimizer(Optimizer):
         return loss if loss is not None else second_loss
 
     @torch.no_grad()
-    def first_step(self, zero_grad: bool = True, loss: Tensor | float | None = None) -> bool:
+    def first_step(self, loss: Tensor | float | None = None) -> bool:
         """Steps 1-2: keep g0 on the scales, move the perturbed parameters to θ + ε.
 
-        Call after the first backward; run the second forward + backward inside
-        ``with gaqat_wrap.second_pass():`` and then call :meth:`second_step`.
+        Call after the first backward; it clears the gradients. Run the second
+        forward + backward inside ``with gaqat_wrap.second_pass():`` and then
+        call :meth:`second_step`.
         Returns False (and clears gradients) when the loss or g0 is not finite:
         nothing was changed, the step is skipped and ``second_step`` is a no-op.
 
@@ -270,8 +273,7 @@ class GAQATOptimizer(Optimizer):
             p.add_(e)
         del eps
         self._pending = _Pending(perturbed, backup, scales, g0_scales, g0_all)
-        if zero_grad:
-            self.zero_grad(set_to_none=True)
+        self.zero_grad(set_to_none=True)
         return True
 
     @torch.no_grad()
@@ -304,14 +306,15 @@ class GAQATOptimizer(Optimizer):
             self._skip("second")
             return False
         tracker = self._conflict_tracker(len(pending.scales))
-        decided = False
+        flags = torch.zeros(0, dtype=torch.bool)
         if pending.scales:
             g1_scales = self._flat_scale_grads(pending.scales)
             stats = scale_grad_conflict(pending.g0_scales, g1_scales - pending.g0_scales,
                                         self._segment_ids(pending.scales), len(pending.scales))
             if _distributed():
                 dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-            decided = tracker.record(conflict_flags(stats, self.config.metric))
+            flags = conflict_flags(stats, self.config.metric)
+        decided = tracker.record(flags)
         self._update_direction(pending, tracker.frozen)
         self.base.step()
         if zero_grad:

@@ -55,6 +55,23 @@ def test_step_with_gradients_already_present_uses_them_as_g0():
     assert max_param_diff(model, ref) <= 1e-6
 
 
+@pytest.mark.parametrize("variant", ["sam", "sagm"])
+def test_a_closure_that_zeroes_gradients_itself_gives_the_same_step(variant):
+    model, data = build("mlp")
+    other = twin(model)
+    opt = GAQATOptimizer(make_base("adamw", model.parameters()), variant=variant, window=1)
+    opt2 = GAQATOptimizer(make_base("adamw", other.parameters()), variant=variant, window=1)
+    for x, y in data:
+        opt.step(loss_closure(model, x, y))
+        closure = loss_closure(other, x, y)
+
+        def zeroing_closure(closure=closure):
+            opt2.zero_grad()
+            return closure()
+        opt2.step(zeroing_closure)
+    assert max_param_diff(model, other) == 0.0
+
+
 def test_fp16_grad_scaler_is_refused_with_a_message_naming_bf16():
     model, data = build("mlp")
     opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
