@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,7 +122,9 @@ def _conv_same(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
 
 def _register_timm_adapters() -> None:
     try:
-        from timm.layers import conv2d_same, std_conv
+        # By module path: ``timm.layers.conv2d_same`` is also the name of a function re-exported by timm.layers.
+        conv2d_same = importlib.import_module("timm.layers.conv2d_same")
+        std_conv = importlib.import_module("timm.layers.std_conv")
     except ImportError:  # timm is an optional extra
         return
     for name, weight_fn in (("StdConv2d", _standardized_weight), ("StdConv2dSame", _standardized_weight),

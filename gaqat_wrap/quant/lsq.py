@@ -150,11 +150,21 @@ def lsq_init_scale(x: Tensor, qp: int, dim: int | None = None) -> Tensor:
     return (2 * mean_abs / math.sqrt(qp)).clamp(min=SCALE_EPS)
 
 
+def _squared_errors(rows: Tensor, scale: Tensor, qn: int, qp: int) -> Tensor:
+    """Per-row ``||rows - q(rows)||^2`` for per-row step sizes ``scale`` of shape (rows, 1)."""
+    err = rows / scale
+    err.round_().clamp_(qn, qp).mul_(scale).sub_(rows)
+    return err.square_().sum(dim=1)
+
+
 def mse_init_scale(x: Tensor, qn: int, qp: int, dim: int | None = None, grid: int = 80) -> Tensor:
     """Step size minimising ``||x - x_q||^2`` over a grid of clipping ranges.
 
     Candidates are ``max|x| * k / grid / Qp`` for ``k = 1..grid``; better than the
     LSQ rule at 3 bits. With ``dim`` given, one search per index of that dim.
+    The search is coarse-to-fine: every 8th ``k`` first, then the 15 values of ``k``
+    around the best one (the error is close to unimodal in ``k``), about a third
+    of the work of trying all ``grid`` values.
 
     Examples:
         >>> s = mse_init_scale(torch.linspace(-1, 1, 101), -4, 3)
@@ -164,14 +174,24 @@ def mse_init_scale(x: Tensor, qn: int, qp: int, dim: int | None = None, grid: in
     x = x.detach().float()
     rows = x.reshape(1, -1) if dim is None else x.transpose(0, dim).reshape(x.shape[dim], -1)
     max_abs = rows.abs().amax(dim=1, keepdim=True).clamp(min=SCALE_EPS)
-    fractions = torch.arange(1, grid + 1, dtype=x.dtype, device=x.device) / grid
+    unit = max_abs / (grid * qp)  # step size for k = 1
     best_err = torch.full((rows.shape[0],), float("inf"), device=x.device)
-    best_scale = (max_abs / qp).squeeze(1)
-    for fraction in fractions:
-        scale = max_abs * fraction / qp
-        err = (torch.round(rows / scale).clamp(qn, qp) * scale - rows).pow(2).sum(dim=1)
+    best_k = torch.full((rows.shape[0],), grid, dtype=torch.long, device=x.device)
+
+    def try_k(k: Tensor) -> None:
+        nonlocal best_err, best_k
+        k = k.clamp(1, grid)
+        err = _squared_errors(rows, unit * k.unsqueeze(1).to(unit.dtype), qn, qp)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
-        best_scale = torch.where(better, scale.squeeze(1), best_scale)
-    best_scale = best_scale.clamp(min=SCALE_EPS)
+        best_k = torch.where(better, k, best_k)
+
+    stride = 8
+    for k in range(grid, 0, -stride):  # coarse pass, largest range first
+        try_k(torch.full_like(best_k, k))
+    centre = best_k.clone()
+    for offset in range(-(stride - 1), stride):
+        if offset:
+            try_k(centre + offset)
+    best_scale = (unit.squeeze(1) * best_k.to(unit.dtype)).clamp(min=SCALE_EPS)
     return best_scale.reshape(()) if dim is None else best_scale
