@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import evaluate
 
@@ -11,7 +12,7 @@ ACCURACY_PATH = METRICS_DIR / "accuracy"
 """Folder of the shipped accuracy metric (``accuracy/accuracy.py``), the path given to ``evaluate.load``."""
 
 
-def load_accuracy(**load_options) -> evaluate.EvaluationModule:
+def load_accuracy(**load_options: Any) -> evaluate.EvaluationModule:
     """The shipped accuracy metric, loaded by absolute path (no network; the hub's ``"accuracy"`` needs one).
 
     Args:
