@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,20 @@ def test_example_script_runs(script, tmp_path):
                             timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert result.stdout.strip(), "an example must print what it did"
+
+
+@pytest.mark.slow
+def test_accelerate_quick_start_runs_as_two_ddp_processes(tmp_path):
+    """The command on the Accelerate quick-start page: two CPU processes over gloo."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = Path(sys.executable).with_name("accelerate")
+    script = ROOT / "docs" / "examples" / "quickstart_accelerate.py"
+    result = subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+                             "--main_process_port", str(port), str(script)],
+                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=2 * TIMEOUT_S)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "on 2 process(es)" in result.stdout
