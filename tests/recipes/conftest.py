@@ -1,0 +1,38 @@
+"""A tiny synthetic three-domain image folder and a fast TrainConfig factory for the recipe tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gaqat_wrap.training import TrainConfig, write_toy_domains
+
+
+@pytest.fixture(scope="session")
+def toy_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_toy_domains(tmp_path_factory.mktemp("toy"), domains=("a", "b", "c"), num_classes=2, per_class=8, size=16))
+
+
+@pytest.fixture
+def tiny_config(toy_folder: str, tmp_path: Path):
+    """``tiny_config(**overrides)``: a few steps of the small digit CNN on the toy folder, held-out domain ``c``."""
+
+    def make(**overrides) -> TrainConfig:
+        values = dict(test_domain="c", dataset=toy_folder, model="mnist_cnn_tiny", image_size=16, steps=4, batch_size=8,
+                      eval_every=2, window=2, calib_batches=1, lr=3e-3, output_dir=str(tmp_path / "run"), progress=False)
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny models here run many small ops; one intra-op thread avoids thread wake-up costs on a busy 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,54 @@
+"""The sweep writes its table, JSON and plot, and resumes without retraining finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gaqat_wrap.training import SweepSpec, run_sweep, sweep
+from gaqat_wrap.training import loop as loop_module
+
+
+def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_path, monkeypatch):
+    base = tiny_config(steps=2, eval_every=1, plots=False)
+    root = tmp_path / "sweep"
+    runs = run_sweep(base, SweepSpec(methods=["fp", "qat"], bits=[4], test_domains=["c"], seeds=[0]), root, log=lambda s: None)
+
+    assert [r["config"]["method"] for r in runs] == ["fp", "qat"]
+    table = (root / "results.md").read_text()
+    assert "| method | test c | val (train domains) | runs |" in table
+    for run, label in zip(runs, ("FP (ERM)", "LSQ W4A4"), strict=True):
+        assert f"| {label} | {100 * run['selected']['test_acc']:.1f} ± 0.0 |" in table
+    saved = json.loads((root / "results.json").read_text())
+    assert len(saved["runs"]) == 2 and [row["label"] for row in saved["summary"]] == ["FP (ERM)", "LSQ W4A4"]
+    assert (root / "heldout_accuracy.png").stat().st_size > 0
+    assert (root / "runs" / "qat_w4" / "test_c" / "seed_0" / "metrics.json").is_file()
+
+    def no_training(config):
+        raise AssertionError(f"{config.method} was trained again")
+
+    monkeypatch.setattr(loop_module, "train_dg", no_training)
+    lines: list[str] = []
+    resumed = run_sweep(base, SweepSpec(methods=["fp", "qat"], test_domains=["c"]), root, log=lines.append)
+    assert [r["selected"] for r in resumed] == [r["selected"] for r in runs]
+    assert all("done before" in line for line in lines)
+
+
+def test_sweep_grid_runs_full_precision_once_and_rejects_bad_bits(tiny_config, tmp_path):
+    configs = sweep.sweep_configs(tiny_config(), SweepSpec(methods=["fp", "gaqat"], bits=[3, 4], seeds=[0, 1]), tmp_path)
+    assert sorted({c.test_domain for c in configs}) == ["a", "b", "c"]  # every domain when none are named
+    assert len(configs) == 3 * 2 * (1 + 2)
+    with pytest.raises(ValueError, match=r"2\.\.8"):
+        SweepSpec(bits=[4, 16]).validate()
+    assert len({Path(c.output_dir) for c in configs}) == len(configs)
+
+
+@pytest.mark.slow
+def test_sweep_in_subprocesses_matches_in_process(tiny_config, tmp_path):
+    base = tiny_config(steps=2, eval_every=1, plots=False, save_checkpoint=False)
+    spec = SweepSpec(methods=["qat"], test_domains=["c"])
+    inside = run_sweep(base, spec, tmp_path / "inside", log=lambda s: None)
+    outside = run_sweep(base, spec, tmp_path / "outside", launcher="python", log=lambda s: None)
+    assert inside[0]["selected"] == outside[0]["selected"]

@@ -1,0 +1,79 @@
+"""A few-step run of the recipe for every method writes metrics.json, the selected checkpoint and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gaqat_wrap.training import METHODS, load_checkpoint, load_splits, train_dg
+from gaqat_wrap.training.cli import main
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
+    config = tiny_config(method=method)
+    metrics = train_dg(config)
+    out = Path(config.output_dir)
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["method"] == method
+    assert [h["step"] for h in saved["history"]] == [2, 4]
+    for entry in saved["history"]:
+        assert set(entry["val_per_domain"]) == {"a", "b"}  # validation comes from the training domains only
+        assert 0.0 <= entry["val_acc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
+    assert saved["selected"]["step"] in (2, 4)
+    assert set(saved["selected"]["test_per_domain"]) == {"c"}
+    assert saved["wall_time_s"] > 0 and saved["data"]["sizes"]["test"] == 16
+    assert (out / "learning_curves.png").stat().st_size > 0
+
+    weights = load_file(str(out / "checkpoint" / "model.safetensors"))
+    has_scales = any(key.endswith("quantizer.scale") for key in weights)
+    assert has_scales == METHODS[method].quantized
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["classes"] == ["class0", "class1"]
+
+    tracked = METHODS[method].quantized and METHODS[method].sharpness_aware
+    assert (out / "freeze_heatmap.png").exists() == tracked
+    if tracked:
+        trace = metrics["freeze_trace"]
+        assert trace["steps"] == [2, 4] and len(trace["roles"]) == len(trace["disorder"][0]) > 0
+        assert any(h["mean_disorder"] > 0 for h in metrics["history"]) or all(d == 0 for row in trace["disorder"] for d in row)
+    if method == "gaqat":
+        assert metrics["method"]["gaqat"]["freeze_threshold"] == 0.5 and metrics["method"]["gaqat"]["window"] == 2
+    if method in ("sam-qat", "sagm-qat"):
+        assert metrics["method"]["gaqat"]["freeze_threshold"] is None
+        assert all(h["frozen_fraction"] == 0.0 for h in metrics["history"])
+
+
+def test_checkpoint_reloads_to_the_selected_test_accuracy(tiny_config):
+    config = tiny_config(method="gaqat", steps=6, eval_every=2)
+    metrics = train_dg(config)
+    model, loaded_config, classes = load_checkpoint(Path(config.output_dir) / "checkpoint")
+    assert loaded_config == config and classes == ["class0", "class1"]
+    splits, _ = load_splits(config)
+    from gaqat_wrap.data import PixelTransform
+
+    transform = PixelTransform(size=16, mean=(0.5,), std=(0.5,), channels=1)
+    with torch.no_grad():
+        logits = model(transform.pixel_values(splits["test"]["image"]))
+    accuracy = (logits.argmax(1) == torch.tensor(splits["test"]["label"])).float().mean().item()
+    assert accuracy == pytest.approx(metrics["selected"]["test_acc"])
+
+
+def test_command_line_runs_the_recipe_and_reports_the_tracker_it_cannot_use(tiny_config, capsys):
+    config = tiny_config(method="qat", steps=2)
+    argv = ["--dataset", config.dataset, "--test-domain", "c", "--model", "mnist_cnn_tiny", "--image-size", "16",
+            "--method", "qat", "--bits", "3", "--steps", "2", "--eval-every", "1", "--batch-size", "8",
+            "--output-dir", config.output_dir, "--no-progress", "--no-plots", "--tracker", "tensorboard"]
+    metrics = main(argv)
+    printed = capsys.readouterr().out
+    assert metrics["config"]["bits"] == 3 and metrics["selected"]["step"] in (1, 2)
+    assert "test accuracy" in printed
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert "tracker 'tensorboard' is not installed" in printed
+    assert not (Path(config.output_dir) / "learning_curves.png").exists()
