@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gaqat_wrap import calibrate, quant_report, quantize_model
+from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.quantizer import is_scale_parameter
 
 CANDIDATES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -35,6 +36,26 @@ def wake_up(model: nn.Module, seed: int = 0) -> nn.Module:
                 param.copy_(torch.randn(param.shape, generator=gen) / fan_in**0.5)
             else:
                 param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
+    return model
+
+
+def fan_in_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """He-style init ``N(0, 2 / fan_in)`` for every Linear/Conv weight; norm layers start at identity.
+
+    Hugging Face vision models initialise convs (and, in some, norm gains) with
+    ``N(0, 0.02^2)``; through a deep CNN in eval mode (BatchNorm with its initial
+    running statistics) the activations then vanish to exactly zero, which no
+    trained model does.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    norms = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, CANDIDATES):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2 / m.weight[0].numel()) ** 0.5)
+            elif isinstance(m, norms) and m.weight is not None:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
     return model
 
 
@@ -99,8 +120,8 @@ def assert_w4a4_trains(
     assert scales, "no step sizes"
     no_grad = [n for n, p in scales.items() if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0]
     assert not no_grad, f"{len(no_grad)} of {len(scales)} step sizes got no (finite, non-zero) gradient: {no_grad[:6]}"
-    weights = [n for n, p in model.named_parameters() if not is_scale_parameter(p) and p.grad is None]
-    assert not weights, f"weights without gradient: {weights[:6]}"
+    layers = [n for n, m in model.named_modules() if isinstance(m, QuantizedLayer) and m.weight.grad is None]
+    assert not layers, f"quantized layers whose weight got no gradient: {layers[:6]}"
     return model
 
 
