@@ -34,7 +34,13 @@ def run_model_on_batch(model: nn.Module, batch: Any) -> Any:
 
 
 def input_quantizers(model: nn.Module) -> list[LSQQuantizer]:
-    """Every input (activation) quantizer of ``model``, in registration order."""
+    """Every input (activation) quantizer of ``model``, in registration order.
+
+    Examples:
+        >>> from gaqat_wrap import quantize_model
+        >>> len(input_quantizers(quantize_model(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)), bits=4)))
+        1
+    """
     return [m for m in model.modules() if isinstance(m, LSQQuantizer) and m.kind == "input"]
 
 

@@ -39,6 +39,11 @@ class LayerAdapter:
     ``effective_weight(module)`` is the weight the layer really multiplies
     with (after weight standardisation, for example); ``compute(module, x, w)``
     is the layer's forward given that weight.
+
+    Examples:
+        >>> adapter = LayerAdapter(lambda m: m.weight, lambda m, x, w: F.linear(x, w, m.bias))
+        >>> adapter.granularity
+        'per-output-channel'
     """
 
     effective_weight: Callable[[nn.Module], Tensor]
@@ -163,7 +168,14 @@ def adapter_for(module: nn.Module) -> LayerAdapter | str:
 
 
 class QuantizedLayer(nn.Module):
-    """Mixin placed in front of the original class by :func:`quantize_layer`."""
+    """Mixin placed in front of the original class by :func:`quantize_layer`.
+
+    Examples:
+        >>> layer = nn.Linear(4, 2)
+        >>> quantize_layer(layer, weight_bits=8, input_bits=None, role="fc")
+        >>> isinstance(layer, QuantizedLayer), layer.effective_weight() is layer.weight
+        (True, True)
+    """
 
     _gaqat_adapter: LayerAdapter
     _gaqat_original_class: type
@@ -196,7 +208,12 @@ _CLASS_CACHE: dict[type, type] = {}
 
 
 def quantized_class(cls: type) -> type:
-    """The (cached) quantized subclass of ``cls``, importable by name for pickling."""
+    """The (cached) quantized subclass of ``cls``; instances pickle through the original class.
+
+    Examples:
+        >>> quantized_class(nn.Conv2d) is quantized_class(nn.Conv2d), issubclass(quantized_class(nn.Conv2d), nn.Conv2d)
+        (True, True)
+    """
     if cls not in _CLASS_CACHE:
         name = f"Quantized{cls.__name__}"
         qualname = f"{name}__{cls.__module__.replace('.', '_')}"
@@ -220,6 +237,12 @@ def quantize_layer(
 
     ``input_bits=None`` keeps the layer's input in full precision. Raises
     ``TypeError`` with the reason when the layer cannot be quantized.
+
+    Examples:
+        >>> conv = nn.Conv2d(3, 4, 3)
+        >>> quantize_layer(conv, weight_bits=4, input_bits=8, role="conv")
+        >>> conv.weight_quantizer.scale.shape, conv.input_quantizer.bits
+        (torch.Size([4]), 8)
     """
     adapter = adapter_for(module)
     if isinstance(adapter, str):

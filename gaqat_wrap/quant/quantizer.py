@@ -39,7 +39,12 @@ def is_scale_parameter(param: Tensor) -> bool:
 
 
 def scale_role(param: Tensor) -> str | None:
-    """The role string of a step-size Parameter (``None`` for other tensors)."""
+    """The role string of a step-size Parameter (``None`` for other tensors).
+
+    Examples:
+        >>> scale_role(LSQQuantizer(4, kind="weight", num_channels=2, role="fc.weight").scale)
+        'fc.weight'
+    """
     return getattr(param, SCALE_ROLE_ATTR, None)
 
 

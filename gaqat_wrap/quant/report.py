@@ -12,7 +12,12 @@ from gaqat_wrap.quant.quantize import SKIP_REASON_ATTR, candidate_layers
 
 @dataclass(frozen=True)
 class LayerReport:
-    """One Linear/Conv layer: quantized (with bit widths) or skipped (with the reason)."""
+    """One Linear/Conv layer: quantized (with bit widths) or skipped (with the reason).
+
+    Examples:
+        >>> str(LayerReport("head", "Linear", quantized=False, reason="classifier kept")).split()[-2:]
+        ['classifier', 'kept']
+    """
 
     name: str
     layer_type: str
@@ -62,7 +67,14 @@ def quant_report(model: nn.Module) -> list[LayerReport]:
 
 
 def format_report(model: nn.Module) -> str:
-    """:func:`quant_report` as a printable table with a summary line."""
+    """:func:`quant_report` as a printable table with a summary line.
+
+    Examples:
+        >>> from gaqat_wrap import quantize_model
+        >>> net = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)), bits=4)
+        >>> format_report(net).splitlines()[-1]
+        '1 of 3 Linear/Conv layers quantized'
+    """
     rows = quant_report(model)
     done = sum(r.quantized for r in rows)
     return "\n".join([*map(str, rows), f"{done} of {len(rows)} Linear/Conv layers quantized"])
