@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from gaqat_wrap.quant.quantizer import LSQQuantizer
+from gaqat_wrap.second_pass import protect_running_stats, second_pass
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +52,21 @@ def calibrate(
     batches: Iterable[Any],
     num_batches: int | None = None,
     forward_fn: Callable[[nn.Module, Any], Any] = run_model_on_batch,
+    train_mode: bool = False,
 ) -> int:
     """Set every input step size from the statistics of ``batches``.
 
-    Runs the model in eval mode without gradients, with inputs passed through
-    unquantized, and initialises each input quantizer from all the data it saw
-    (LSQ rule ``2 mean|x| / sqrt(Qp)`` or the MSE search, per the config).
-    Under torch.distributed the statistics are all-reduced, so every rank ends
-    with the same step sizes. Returns the number of batches used.
+    Runs the model without gradients, with inputs passed through unquantized,
+    and initialises each input quantizer from all the data it saw (LSQ rule
+    ``2 mean|x| / sqrt(Qp)`` or the MSE search, per the config). Under
+    torch.distributed the statistics are all-reduced, so every rank ends with
+    the same step sizes. Returns the number of batches used.
+
+    By default the model runs in eval mode (BatchNorm uses its running
+    statistics: right for a pretrained model). ``train_mode=True`` runs it in
+    train mode, so BatchNorm normalises with batch statistics as it will during
+    training (right for a model trained from scratch, whose running statistics
+    are still the initial ones); the running statistics are left untouched.
 
     Examples:
         >>> from gaqat_wrap import quantize_model
@@ -72,13 +81,17 @@ def calibrate(
     if num_batches is not None and num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
+    if train_mode:
+        protect_running_stats(model)
     for q in quantizers:
         q.begin_calibration()
     used = 0
     try:
         for batch in itertools.islice(batches, num_batches):  # never pulls a batch it will not use
-            forward_fn(model, batch)
+            # in train mode, the second-pass guard keeps BatchNorm running statistics as they were
+            with second_pass() if train_mode else contextlib.nullcontext():
+                forward_fn(model, batch)
             used += 1
     except BaseException:
         for q in quantizers:

@@ -466,3 +466,22 @@ def test_quantized_linear_adapter_is_used_for_linear_subclasses_without_own_forw
     net = nn.Sequential(nn.Linear(4, 4), TaggedLinear(4, 4), nn.Linear(4, 2))
     quantize_model(net, bits=4)
     assert isinstance(net[1], TaggedLinear) and net[1]._gaqat_adapter == LINEAR
+
+
+def test_calibrate_in_train_mode_uses_batch_statistics_and_leaves_running_stats_alone():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 2))
+    eval_net = copy.deepcopy(net)
+    quantize_model(net, bits=4)
+    quantize_model(eval_net, bits=4)
+    x = torch.randn(16, 3, 8, 8) * 5 + 3  # far from the BatchNorm's initial running statistics
+    running = [b.clone() for b in net[1].buffers()]
+    calibrate(net, [x], train_mode=True)
+    calibrate(eval_net, [x])
+    assert all(torch.equal(a, b) for a, b in zip(running, net[1].buffers(), strict=True))
+    net.eval()
+    calibrate(net, [x], train_mode=True)
+    assert not net.training  # restores the mode it found
+    # after a train-mode BatchNorm the input to conv 3 is ReLU(normalised) ~ O(1); in eval mode it is ~ O(10)
+    assert net[3].input_quantizer.scale.item() < eval_net[3].input_quantizer.scale.item() / 2
