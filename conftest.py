@@ -1,0 +1,18 @@
+"""Settings for the whole test suite (tests/ and the doctests in gaqat_wrap/)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test process.
+
+    ``make test`` runs ``pytest -n 2`` on 2 cores; a second torch thread per worker
+    oversubscribes the CPU, and many small tensor ops then run up to 40x slower
+    (measured: quantize_model on tf_efficientnet_lite0 0.19 s vs 8 s under load).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
