@@ -1,0 +1,400 @@
+"""Training-step overhead of W4A4 fake quantization: gaqat_wrap vs peer libraries.
+
+For each model (timm ``vit_tiny_patch16_224`` and ``resnet18``, random init)
+this measures the time of one training step (forward + backward + AdamW step,
+batch 8 at 224x224, same input for everyone) in FP32 and with W4A4 fake
+quantization on every Linear/Conv except the first and last layer
+(per-output-channel weight scales, per-tensor input scales, learnable scales
+where the implementation has them):
+
+- ``ours``: :func:`gaqat_wrap.quantize_model` + :func:`gaqat_wrap.calibrate`;
+- ``torch_lfq``: torch's ``_LearnableFakeQuantize`` (fused C++ kernels) on the
+  weight (per channel) and the input (per tensor) of each layer;
+- ``brevitas``: ``QuantLinear`` / ``QuantConv2d`` with 4-bit learned-scale
+  quantizers (per-channel weights, per-tensor inputs);
+- ``torchao``: torchao's QAT ``IntxFakeQuantizer`` with int4 and range
+  learning (learnable scales); torchao has no per-tensor granularity, so the
+  input is viewed as one row and quantized "per channel" of that row.
+
+Steps are timed one by one in interleaved rounds (every implementation runs a
+few steps, then the next one, ...) so that load from other processes hits all
+of them alike; the figure is the median step time. The script writes
+``bench/results/quant_speed.json`` and ``docs/results/speed.md``.
+
+Run: ``.venv/bin/python bench/bench_quant_speed.py`` (about 5 minutes on an idle 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gaqat_wrap
+from gaqat_wrap import calibrate, quant_report, quantize_model
+
+ROOT = Path(__file__).resolve().parents[1]
+BITS = 4
+QN, QP = -(2 ** (BITS - 1)), 2 ** (BITS - 1) - 1
+IMPLEMENTATIONS = ("fp32", "ours", "torch_lfq", "brevitas", "torchao")
+MODELS = ("vit_tiny_patch16_224", "resnet18")
+
+
+# -- model construction -------------------------------------------------------
+def build_model(name: str) -> nn.Module:
+    """The timm model ``name`` with random weights (seed 0), in train mode."""
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False).train()
+
+
+def quantized_layer_names(name: str) -> list[str]:
+    """The layers gaqat_wrap quantizes by default (all Linear/Conv but first and last)."""
+    model = quantize_model(build_model(name), bits=BITS)
+    return [row.name for row in quant_report(model) if row.quantized]
+
+
+def replace_layers(model: nn.Module, names: list[str], make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """Replace each named Linear/Conv2d of ``model`` by ``make(layer)``."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make(getattr(parent, child)))
+    return model
+
+
+def layer_forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``layer``'s own computation with a replacement weight."""
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, layer.bias)
+    return layer._conv_forward(x, weight, layer.bias)
+
+
+def make_ours(model: nn.Module, names: list[str], batch: torch.Tensor) -> nn.Module:
+    quantize_model(model, bits=BITS)
+    calibrate(model, [batch])
+    return model
+
+
+class TorchLFQLayer(nn.Module):
+    """A Linear/Conv2d with torch ``_LearnableFakeQuantize`` on its weight and input."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+        from torch.ao.quantization.observer import MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+
+        self.layer = layer
+        self.weight_fq = _LearnableFakeQuantize(
+            PerChannelMinMaxObserver, quant_min=QN, quant_max=QP, channel_len=layer.weight.shape[0],
+            use_grad_scaling=True, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+        self.input_fq = _LearnableFakeQuantize(
+            MovingAverageMinMaxObserver, quant_min=QN, quant_max=QP, use_grad_scaling=True,
+            dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_forward(self.layer, self.input_fq(x), self.weight_fq(self.layer.weight))
+
+
+def make_torch_lfq(model: nn.Module, names: list[str], batch: torch.Tensor) -> nn.Module:
+    from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+
+    replace_layers(model, names, TorchLFQLayer)
+    with torch.no_grad():
+        model(batch)  # observers set the initial scales
+    for module in model.modules():
+        if isinstance(module, _LearnableFakeQuantize):
+            module.enable_param_learning()
+    return model
+
+
+def make_brevitas(model: nn.Module, names: list[str], batch: torch.Tensor) -> nn.Module:
+    from brevitas.core.scaling import ScalingImplType
+    from brevitas.nn import QuantConv2d, QuantLinear
+    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
+
+    class Int4WeightPerChannelLearned(Int8WeightPerChannelFloat):
+        bit_width = BITS
+        narrow_range = False
+        scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS
+
+    class Int4ActPerTensorLearned(Int8ActPerTensorFloat):
+        bit_width = BITS
+        collect_stats_steps = 1  # then the scale is a learned Parameter
+
+    quant = {"weight_quant": Int4WeightPerChannelLearned, "input_quant": Int4ActPerTensorLearned,
+             "return_quant_tensor": False}
+
+    def make(layer: nn.Module) -> nn.Module:
+        if isinstance(layer, nn.Linear):
+            new = QuantLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, **quant)
+        else:
+            new = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                              padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                              bias=layer.bias is not None, **quant)
+        new.load_state_dict(layer.state_dict(), strict=False)
+        return new
+
+    replace_layers(model, names, make)
+    model(batch)  # collects the activation statistics; later steps learn the scale
+    return model
+
+
+class TorchAOLayer(nn.Module):
+    """A Linear/Conv2d with torchao QAT fake quantizers (int4, range learning)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
+
+        config = IntxFakeQuantizeConfig(torch.int4, "per_channel", is_symmetric=True, is_dynamic=False,
+                                        range_learning=True)
+        self.layer = layer
+        self.weight_fq = IntxFakeQuantizer(config)
+        self.input_fq = IntxFakeQuantizer(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.layer.weight
+        w_q = self.weight_fq(weight.reshape(weight.shape[0], -1)).view_as(weight)
+        x_q = self.input_fq(x.reshape(1, -1)).view_as(x)  # one row: a per-tensor scale
+        return layer_forward(self.layer, x_q, w_q)
+
+
+def make_torchao(model: nn.Module, names: list[str], batch: torch.Tensor) -> nn.Module:
+    from torchao.quantization.qat import initialize_fake_quantizers
+
+    replace_layers(model, names, TorchAOLayer)
+    with torch.no_grad():
+        initialize_fake_quantizers(model, (batch,))
+    return model
+
+
+BUILDERS: dict[str, Callable[[nn.Module, list[str], torch.Tensor], nn.Module]] = {
+    "fp32": lambda model, names, batch: model,
+    "ours": make_ours,
+    "torch_lfq": make_torch_lfq,
+    "brevitas": make_brevitas,
+    "torchao": make_torchao,
+}
+
+
+# -- measurement ----------------------------------------------------------------
+class Runner:
+    """One model + AdamW that can run timed training steps."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.x, self.y = model, x, y
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+
+    def step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+
+    def timed_step(self) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self.step()
+        self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - cpu_start)
+
+    def saved_bytes(self) -> int:
+        """Bytes of the distinct tensors autograd keeps for backward in one forward."""
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        del loss
+        return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
+def measure(model_name: str, impls: list[str], batch: int, rounds: int, steps: int, warmup: int) -> dict:
+    torch.manual_seed(1)
+    x = torch.randn(batch, 3, 224, 224)
+    y = torch.randint(0, 1000, (batch,))
+    names = quantized_layer_names(model_name)
+    runners = {}
+    for impl in impls:
+        runners[impl] = Runner(BUILDERS[impl](build_model(model_name), names, x), x, y)
+        for _ in range(warmup):
+            runners[impl].step()
+    for _ in range(rounds):
+        for runner in runners.values():
+            for _ in range(steps):
+                runner.timed_step()
+    fp_ms = statistics.median(runners["fp32"].times) * 1e3 if "fp32" in runners else None
+    fp_saved = runners["fp32"].saved_bytes() if "fp32" in runners else None
+    fp_cpu_ms = statistics.median(runners["fp32"].cpu_times) * 1e3 if "fp32" in runners else None
+    result = {"quantized_layers": len(names), "implementations": {}}
+    for impl, runner in runners.items():
+        ms = statistics.median(runner.times) * 1e3
+        q1, _, q3 = statistics.quantiles([t * 1e3 for t in runner.times], n=4)
+        saved = runner.saved_bytes()
+        cpu_ms = statistics.median(runner.cpu_times) * 1e3
+        result["implementations"][impl] = {
+            "median_ms": round(ms, 1),
+            "iqr_ms": [round(q1, 1), round(q3, 1)],
+            "ratio_to_fp32": round(ms / fp_ms, 3) if fp_ms else None,
+            "median_cpu_ms": round(cpu_ms, 1),
+            "cpu_ratio_to_fp32": round(cpu_ms / fp_cpu_ms, 3) if fp_cpu_ms else None,
+            "saved_for_backward_mib": round(saved / 2**20, 1),
+            "saved_ratio_to_fp32": round(saved / fp_saved, 3) if fp_saved else None,
+            "steps_timed": len(runner.times),
+        }
+        print(f"{model_name:<22} {impl:<10} {ms:8.1f} ms  x{ms / fp_ms if fp_ms else float('nan'):.3f}  "
+              f"cpu {cpu_ms:8.1f} ms  x{cpu_ms / fp_cpu_ms if fp_cpu_ms else float('nan'):.3f}  "
+              f"saved {saved / 2**20:7.1f} MiB", flush=True)
+    return result
+
+
+# -- report ----------------------------------------------------------------------
+def machine() -> dict:
+    import importlib.metadata as md
+
+    def version(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "torch": torch.__version__, "gaqat_wrap": gaqat_wrap.__version__, "timm": version("timm"),
+        "brevitas": version("brevitas"), "torchao": version("torchao"),
+    }
+
+
+LABELS = {
+    "fp32": "FP32 (no quantization)",
+    "ours": "gaqat_wrap LSQ",
+    "torch_lfq": "torch `_LearnableFakeQuantize`",
+    "brevitas": "brevitas `QuantLinear`/`QuantConv2d`",
+    "torchao": "torchao `IntxFakeQuantizer`",
+}
+
+
+def markdown(results: dict) -> str:
+    settings = results["settings"]
+    lines = [
+        "# Training-step speed of fake quantization",
+        "",
+        "Time of one training step (forward + backward + AdamW step) at W4A4 relative to the same model in FP32,",
+        "for gaqat_wrap and for peer fake-quant layers at the same configuration: 4-bit weights with one learnable",
+        "scale per output channel and 4-bit layer inputs with one learnable scale per tensor, on every Linear/Conv",
+        "except the first and last layer. Models are timm models with random weights; batch "
+        f"{settings['batch']} at 224x224, the same input for every implementation.",
+        "",
+        "| model | implementation | ms / step (median) | × FP32 | CPU ms / step | × FP32 (CPU) | saved for backward (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for model_name, result in results["models"].items():
+        for impl, row in result["implementations"].items():
+            lines.append(f"| {model_name} | {LABELS[impl]} | {row['median_ms']:.1f} | {row['ratio_to_fp32']:.2f} "
+                         f"| {row['median_cpu_ms']:.1f} | {row['cpu_ratio_to_fp32']:.2f} "
+                         f"| {row['saved_for_backward_mib']:.1f} |")
+    m = results["machine"]
+    lines += [
+        "",
+        "*ms / step* is wall-clock time; *CPU ms / step* is the process CPU time (all threads) of the same steps,",
+        "less sensitive to other processes competing for the cores.",
+        "*Saved for backward*: bytes of the distinct non-parameter tensors autograd keeps between forward and",
+        "backward in one step (activation memory).",
+        "",
+        "## What each row measures",
+        "",
+        "- **gaqat_wrap LSQ**: `quantize_model(model, bits=4)` then `calibrate(model, [batch])`.",
+        "- **torch `_LearnableFakeQuantize`** (`torch.ao.quantization._learnable_fake_quantize`): one per-channel",
+        "  symmetric quantizer on the weight and one per-tensor symmetric quantizer on the input of each layer,",
+        "  range [-8, 7], LSQ gradient scaling on, observers used once for the initial scales, then",
+        "  `enable_param_learning()`. Its forward and backward are fused C++ kernels; it also computes a",
+        "  zero-point gradient.",
+        "- **brevitas** `QuantLinear` / `QuantConv2d`: weight quantizer `Int8WeightPerChannelFloat` with",
+        "  `bit_width=4`, `narrow_range=False` and a learned (`PARAMETER_FROM_STATS`) scale; input quantizer",
+        "  `Int8ActPerTensorFloat` with `bit_width=4` (learned scale after one statistics-collection step).",
+        "- **torchao** QAT `IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, 'per_channel', is_symmetric=True,",
+        "  is_dynamic=False, range_learning=True))` on the weight (viewed as `(C_out, -1)`) and on the input.",
+        "  torchao offers per-token, per-channel and per-group granularity but no per-tensor one and no",
+        "  convolution layer, so the input is viewed as a single row (one learnable scale for the whole tensor)",
+        "  and convolutions are wrapped by hand around the quantizers.",
+        "",
+        "## Machine and method",
+        "",
+        f"- CPU: {m['cpu']}, `torch.set_num_threads({m['threads']})`.",
+        f"- python {m['python']}, torch {m['torch']}, timm {m['timm']}, brevitas {m['brevitas']}, "
+        f"torchao {m['torchao']}, gaqat_wrap {m['gaqat_wrap']}.",
+        f"- {settings['warmup']} warm-up steps per implementation, then {settings['rounds']} interleaved rounds of "
+        f"{settings['steps']} timed steps each (every implementation runs its steps, then the next one), so",
+        "  background load affects all rows alike; the table shows the median step time.",
+        f"- Measured {results['date']}.",
+        "",
+        "Regenerate this page and `bench/results/quant_speed.json` with:",
+        "",
+        "```bash",
+        ".venv/bin/python bench/bench_quant_speed.py",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per implementation per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "quant_speed.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results" / "speed.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no files")
+    args = parser.parse_args(argv)
+    if "fp32" not in args.impls:
+        args.impls.insert(0, "fp32")
+    torch.set_num_threads(args.threads)
+    results = {
+        "benchmark": "quant_speed",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "settings": {"batch": args.batch, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+                     "bits": BITS, "optimizer": "AdamW"},
+        "models": {name: measure(name, args.impls, args.batch, args.rounds, args.steps, args.warmup)
+                   for name in args.models},
+    }
+    if not args.no_write:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(results))
+        print(f"wrote {args.json} and {args.markdown}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
