@@ -5,7 +5,13 @@ Same model, base optimizer (AdamW), rho and data for both; W4A4 timm models
 
 * Time: both optimizers live in one process on two copies of the model and
   their steps are interleaved (SAM, GAQAT, SAM, GAQAT, ...), so machine load
-  hits both alike; the figure is the median step time after one warm-up step.
+  hits both alike; the figures are the median wall-clock step time and the
+  median process CPU time (``time.process_time``, all threads; less sensitive
+  to other processes on a shared machine) after one warm-up step. Because
+  both are dominated by the two forward/backward passes, which a loaded
+  machine makes noisy, the script also times the optimizer's own work with a
+  closure that only writes stored gradients (no forward/backward): GAQAT's
+  overhead is the difference, reported over the full SAM step.
 * Memory: each optimizer runs alone in a fresh subprocess; peak resident set
   size from ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (whole process:
   Python, torch, model, data, activations, optimizer state). Also reported:
@@ -95,6 +101,27 @@ def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return closure
 
 
+def optimizer_only_times(runs: dict, steps: int) -> dict[str, float]:
+    """Median step time with a closure that writes stored gradients (no forward/backward): the optimizer's own work."""
+    times: dict[str, list[float]] = {method: [] for method in runs}
+    stored = {}
+    for method, (m, _) in runs.items():
+        stored[method] = [torch.randn_like(p) * 1e-3 for p in m.parameters()]
+    for i in range(steps + 1):
+        for method, (m, opt) in runs.items():
+            params = list(m.parameters())
+
+            def closure(params=params, grads=stored[method]):
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g.clone()
+                return torch.zeros(())
+            start = time.perf_counter()
+            opt.step(closure)
+            if i > 0:
+                times[method].append(time.perf_counter() - start)
+    return {method: statistics.median(t) for method, t in times.items()}
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -121,20 +148,26 @@ def measure_time(model_name: str, steps: int, batch: int, img: int) -> dict:
     model, x, y = build(model_name, batch, img)
     twin = build(model_name, batch, img)[0]
     runs = {"sam": (model, make_optimizer("sam", model)), "gaqat": (twin, make_optimizer("gaqat", twin))}
-    times: dict[str, list[float]] = {"sam": [], "gaqat": []}
+    wall: dict[str, list[float]] = {"sam": [], "gaqat": []}
+    cpu: dict[str, list[float]] = {"sam": [], "gaqat": []}
     for i in range(steps + 1):
         for method, (m, opt) in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             opt.step(closure_for(m, x, y))
             if i > 0:   # the first step of each is a warm-up
-                times[method].append(time.perf_counter() - start)
-    return {f"{method}_step_s": statistics.median(t) for method, t in times.items()} | {"step_times_s": times}
+                wall[method].append(time.perf_counter() - start)
+                cpu[method].append(time.process_time() - start_cpu)
+    optimizer_only = optimizer_only_times(runs, 4 * steps)
+    return ({f"{method}_step_s": statistics.median(t) for method, t in wall.items()}
+            | {f"{method}_optimizer_only_s": t for method, t in optimizer_only.items()}
+            | {f"{method}_step_cpu_s": statistics.median(t) for method, t in cpu.items()}
+            | {"step_times_s": wall, "step_cpu_times_s": cpu})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vit_tiny_patch16_224", "resnet18"])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img", type=int, default=224)
     parser.add_argument("--memory-child", choices=["sam", "gaqat"])
@@ -146,7 +179,7 @@ def main() -> None:
                          "steps": args.steps, "load_average_at_start": list(os.getloadavg()),
                          "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "machine": platform.processor() or platform.machine(),
-                         "time": "median of interleaved steps after one warm-up, same process",
+                         "time": "median wall and process-CPU time of interleaved steps after one warm-up, same process",
                          "memory": "peak RSS (ru_maxrss) of a fresh subprocess per optimizer"},
                "models": {}}
     for name in args.models:
@@ -155,14 +188,23 @@ def main() -> None:
         row = {
             "sam_step_s": timing["sam_step_s"], "gaqat_step_s": timing["gaqat_step_s"],
             "time_ratio": timing["gaqat_step_s"] / timing["sam_step_s"],
+            "sam_step_cpu_s": timing["sam_step_cpu_s"], "gaqat_step_cpu_s": timing["gaqat_step_cpu_s"],
+            "cpu_time_ratio": timing["gaqat_step_cpu_s"] / timing["sam_step_cpu_s"],
+            "sam_optimizer_only_s": timing["sam_optimizer_only_s"],
+            "gaqat_optimizer_only_s": timing["gaqat_optimizer_only_s"],
+            "optimizer_only_overhead_s": timing["gaqat_optimizer_only_s"] - timing["sam_optimizer_only_s"],
+            "overhead_over_sam_step": (timing["gaqat_optimizer_only_s"] - timing["sam_optimizer_only_s"])
+            / timing["sam_step_s"],
             "sam_peak_rss_mb": memory["sam"]["peak_rss_mb"], "gaqat_peak_rss_mb": memory["gaqat"]["peak_rss_mb"],
             "memory_ratio": memory["gaqat"]["peak_rss_mb"] / memory["sam"]["peak_rss_mb"],
             "sam_step_growth_mb": memory["sam"]["peak_rss_mb"] - memory["sam"]["rss_before_first_step_mb"],
             "gaqat_step_growth_mb": memory["gaqat"]["peak_rss_mb"] - memory["gaqat"]["rss_before_first_step_mb"],
-            "step_times_s": timing["step_times_s"],
+            "step_times_s": timing["step_times_s"], "step_cpu_times_s": timing["step_cpu_times_s"],
         }
         results["models"][name] = row
         print(f"{name}: SAM {row['sam_step_s']:.3f}s  GAQAT {row['gaqat_step_s']:.3f}s  time x{row['time_ratio']:.3f}  "
+              f"CPU time x{row['cpu_time_ratio']:.3f}  optimizer-only SAM {row['sam_optimizer_only_s']:.3f}s "
+              f"GAQAT {row['gaqat_optimizer_only_s']:.3f}s  "
               f"peak RSS SAM {row['sam_peak_rss_mb']:.0f} MB  GAQAT {row['gaqat_peak_rss_mb']:.0f} MB  "
               f"memory x{row['memory_ratio']:.3f}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

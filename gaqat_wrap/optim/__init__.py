@@ -3,7 +3,7 @@
 from gaqat_wrap.optim.config import GAQATConfig
 from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, scale_grad_conflict
 from gaqat_wrap.optim.gaqat import GAQATOptimizer
-from gaqat_wrap.optim.perturbation import perturbation
+from gaqat_wrap.optim.perturbation import iter_perturbation, perturbation
 
 __all__ = [
     "ConflictTracker",
@@ -11,6 +11,7 @@ __all__ = [
     "GAQATOptimizer",
     "ScaleStatus",
     "conflict_flags",
+    "iter_perturbation",
     "perturbation",
     "scale_grad_conflict",
 ]

@@ -43,7 +43,7 @@ from torch.utils.hooks import RemovableHandle
 from gaqat_wrap.optim.config import RHO_GROUP_KEY, GAQATConfig
 from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, scale_grad_conflict
 from gaqat_wrap.optim.engines import check_supported_parameters
-from gaqat_wrap.optim.perturbation import perturbation
+from gaqat_wrap.optim.perturbation import iter_perturbation
 from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
 from gaqat_wrap.second_pass import protect_running_stats, second_pass
 
@@ -252,8 +252,7 @@ class GAQATOptimizer(Optimizer):
                     params.append(p)
                     rhos.append(rho)
                     perturbed_flags.append(config.perturb_scales or not is_scale_parameter(p))
-        grads = [p.grad for p in params]
-        norms = [torch.linalg.vector_norm(g) for g in grads]
+        norms = torch._foreach_norm([p.grad for p in params]) if params else []
         finite = torch.isfinite(torch.stack(norms).sum()) if norms else torch.tensor(True)
         if not self._all_finite(finite, loss):
             self.zero_grad(set_to_none=True)
@@ -267,11 +266,9 @@ class GAQATOptimizer(Optimizer):
         scales = self._scales()
         g0_scales = self._flat_scale_grads(scales)
         g0_all = {p: p.grad.clone() for p in params} if config.variant == "sagm" else {}
-        eps = perturbation(perturbed, perturbed_rhos, config, norm=sam_norm)
         backup = [p.detach().clone() for p in perturbed]
-        for p, e in zip(perturbed, eps, strict=True):
+        for p, e in zip(perturbed, iter_perturbation(perturbed, perturbed_rhos, config, norm=sam_norm), strict=True):
             p.add_(e)
-        del eps
         self._pending = _Pending(perturbed, backup, scales, g0_scales, g0_all)
         self.zero_grad(set_to_none=True)
         return True
@@ -298,7 +295,7 @@ class GAQATOptimizer(Optimizer):
             self.zero_grad(set_to_none=True)
             return False
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        finite = torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()) if grads else torch.tensor(True)
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()) if grads else torch.tensor(True)
         for p, saved in zip(pending.perturbed, pending.backup, strict=True):
             p.copy_(saved)
         if not self._all_finite(finite, loss):

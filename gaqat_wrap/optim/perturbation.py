@@ -22,7 +22,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -39,33 +39,48 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     """
     if not tensors:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
-@torch.no_grad()
-def perturbation(params: Sequence[Tensor], rhos: Sequence[float], config: GAQATConfig,
-                 norm: Tensor | None = None) -> list[Tensor]:
-    """ε for each parameter of ``params`` (all with ``.grad``) from its gradient g0.
+def iter_perturbation(params: Sequence[Tensor], rhos: Sequence[float], config: GAQATConfig,
+                      norm: Tensor | None = None) -> Iterator[Tensor]:
+    """Yield ε for each parameter of ``params`` (all with ``.grad``) from its gradient g0, one at a time.
 
     ``rhos[i]`` is the radius of ``params[i]``'s group. ``norm`` may pass a
     precomputed ‖g0‖ (plain SAM only). A zero gradient gives ε = 0 (the
-    denominator is ‖g0‖ + eps), never NaN.
+    denominator is ‖g0‖ + eps), never NaN. Lazy, so a caller that applies
+    each ε at once never holds a second full copy of the parameters.
 
     Examples:
         >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.zeros(2)
-        >>> perturbation([w], [0.05], GAQATConfig())[0].tolist()
-        [0.0, 0.0]
+        >>> [e.tolist() for e in iter_perturbation([w], [0.05], GAQATConfig())]
+        [[0.0, 0.0]]
     """
-    grads = [p.grad for p in params]
-    if config.adaptive:
-        weights = [p.detach().abs().add_(config.eta) for p in params]
-        grads_t = [t * g for t, g in zip(weights, grads, strict=True)]
-        denominator = global_norm(grads_t) + config.eps
-        eps = [t * tg * (rho / denominator) for t, tg, rho in zip(weights, grads_t, rhos, strict=True)]
-    else:
-        denominator = (global_norm(grads) if norm is None else norm) + config.eps
-        eps = [g * (rho / denominator) for g, rho in zip(grads, rhos, strict=True)]
-    if config.variant == "sagm" and config.sagm_alpha > 0:
-        for e, g in zip(eps, grads, strict=True):
-            e.sub_(g, alpha=config.sagm_alpha)
-    return eps
+    with torch.no_grad():
+        grads = [p.grad for p in params]
+        alpha = config.sagm_alpha if config.variant == "sagm" else 0.0
+        if config.adaptive:
+            # T g is computed twice (for the norm, then per parameter) rather than held for all parameters at once
+            denominator = global_norm([(p.detach().abs() + config.eta) * g for p, g in zip(params, grads, strict=True)])
+            denominator = denominator + config.eps
+            for p, g, rho in zip(params, grads, rhos, strict=True):
+                t = p.detach().abs() + config.eta
+                e = t * (t * g) * (rho / denominator)
+                yield e.sub_(g, alpha=alpha) if alpha else e
+        else:
+            denominator = (global_norm(grads) if norm is None else norm) + config.eps
+            for g, rho in zip(grads, rhos, strict=True):
+                e = g * (rho / denominator)
+                yield e.sub_(g, alpha=alpha) if alpha else e
+
+
+def perturbation(params: Sequence[Tensor], rhos: Sequence[float], config: GAQATConfig,
+                 norm: Tensor | None = None) -> list[Tensor]:
+    """ε for every parameter at once (see :func:`iter_perturbation`).
+
+    Examples:
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0])); w.grad = torch.tensor([3.0, 4.0])
+        >>> [round(v, 4) for v in perturbation([w], [0.5], GAQATConfig())[0].tolist()]
+        [0.3, 0.4]
+    """
+    return list(iter_perturbation(params, rhos, config, norm))
