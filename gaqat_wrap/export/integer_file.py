@@ -88,6 +88,15 @@ def export_integer_model(model: nn.Module, path: str | os.PathLike, *, pack: boo
     :func:`~gaqat_wrap.export.to_integer_model`. ``pack=False`` stores every
     weight in an 8-bit container (no 4-bit packing). See the module docstring
     for the layout.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from gaqat_wrap import calibrate, quantize_model
+        >>> net = quantize_model(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)))
+        >>> _ = calibrate(net, [torch.randn(4, 8)])
+        >>> path = tempfile.mkdtemp() + "/net.safetensors"
+        >>> export_integer_model(net, path)["layers"]["1"]["packing"]
+        'int4x2'
     """
     from gaqat_wrap import __version__
 
@@ -161,6 +170,20 @@ def load_integer_model(path: str | os.PathLike, model: nn.Module) -> nn.Module:
     the same architecture after the same ``quantize_model`` call; it is
     modified in place. Its outputs equal the exported fake-quant model's in
     eval mode bit for bit (same device and dtype).
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from gaqat_wrap import calibrate, quantize_model
+        >>> def build():
+        ...     torch.manual_seed(0)
+        ...     return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        >>> net = quantize_model(build())
+        >>> _ = calibrate(net, [torch.randn(4, 8)])
+        >>> path = tempfile.mkdtemp() + "/net.safetensors"
+        >>> _ = export_integer_model(net, path)
+        >>> x = torch.randn(3, 8)
+        >>> torch.equal(load_integer_model(path, build())(x), net.eval()(x))
+        True
     """
     config = read_export_config(path)
     stored = load_file(os.fspath(path))
