@@ -32,7 +32,7 @@ from torch import nn
 from gaqat_wrap.models.efficientnet_lite0 import LITE0_MEAN_STD, LITE0_TIMM_NAME, PYPI_PRETRAINED_NAME, load_pretrained_lite0
 from gaqat_wrap.models.mnist_cnn import MnistCNN
 
-BUILTIN_MODELS: dict[str, int] = {"mnist_cnn": 64, "mnist_cnn_small": 32, "mnist_cnn_tiny": 8}
+BUILTIN_MODELS: dict[str, int] = {"mnist_cnn": 64, "mnist_cnn_small": 16, "mnist_cnn_tiny": 8}
 """Built-in names -> width of :class:`~gaqat_wrap.models.mnist_cnn.MnistCNN` (DomainBed uses 64; tiny is for smoke tests)."""
 HF_PREFIX = "hf:"
 

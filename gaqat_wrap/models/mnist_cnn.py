@@ -2,7 +2,7 @@
 
 Four 3x3 convolutions (the second with stride 2), each followed by ReLU and GroupNorm with 8 groups,
 global average pooling and a linear classifier. DomainBed uses widths 64/128/128/128; ``width`` scales
-them (``width=32`` gives 32/64/64/64, about four times cheaper) so the demo fits a small CPU budget.
+them (``width=16`` gives 16/32/32/32, about ten times cheaper) so the demo fits a small CPU budget.
 GroupNorm instead of BatchNorm keeps the model independent of batch composition across domains.
 """
 

@@ -60,7 +60,7 @@ def plot_freeze_heatmap(trace: Mapping[str, Any], path: str | Path, title: str =
     disorder = np.asarray(trace["disorder"], dtype=float).T
     frozen = np.asarray(trace["frozen"], dtype=bool).T
     roles, steps = trace["roles"], trace["steps"]
-    fig = Figure(figsize=(max(5.0, 0.12 * len(steps) + 3), max(2.5, 0.28 * len(roles) + 1.2)))
+    fig = Figure(figsize=(min(10.0, max(5.0, 0.12 * len(steps) + 3)), min(12.0, max(2.5, 0.28 * len(roles) + 1.2))))
     ax = fig.subplots()
     image = ax.imshow(disorder, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     rows, cols = np.nonzero(frozen)
@@ -125,7 +125,7 @@ def plot_heldout_bars(summary: Sequence[Mapping[str, Any]], path: str | Path, ti
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title or "held-out domain accuracy (selected by training-domain validation)")
+    ax.set_title(title or "held-out accuracy, checkpoint chosen on training-domain validation", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -39,6 +39,7 @@ from gaqat_wrap.optim.gaqat import GAQATOptimizer
 from gaqat_wrap.quant.calibrate import calibrate
 from gaqat_wrap.quant.param_groups import param_groups
 from gaqat_wrap.quant.quantize import quantize_model
+from gaqat_wrap.second_pass import in_second_pass
 from gaqat_wrap.training.checkpoint import save_checkpoint
 from gaqat_wrap.training.config import TrainConfig
 from gaqat_wrap.training.evaluation import accuracy_by_domain
@@ -124,21 +125,35 @@ def _start_tracker(accelerator_kwargs: dict[str, Any], config: TrainConfig) -> s
 def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Train one leave-one-domain-out run and return (and write) its metrics.
 
+    ``config.threads`` (when set) is the torch thread count during the run only.
+
     Returns the dict written to ``metrics.json``: ``config``, ``history`` (one entry per evaluation:
     step, train loss, validation / test accuracy, frozen fraction, mean disorder), ``selected`` (step,
     validation and test accuracy per domain of the selected checkpoint), ``final`` (the same at the
-    last step), ``freeze_trace``, ``quant``, ``wall_time_s``.
+    last step), ``method``, ``data``, ``freeze_trace``, ``wall_time_s``.
 
     Examples:
         >>> import tempfile
         >>> from gaqat_wrap.training.toy import write_toy_domains
         >>> folder = str(write_toy_domains(tempfile.mkdtemp(), per_class=4))
-        >>> cfg = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_small", method="qat", steps=2, batch_size=8,
-        ...                   eval_every=1, output_dir=tempfile.mkdtemp(), plots=False, progress=False)
+        >>> cfg = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_tiny", method="qat", steps=2, batch_size=8,
+        ...                   eval_every=1, threads=1, output_dir=tempfile.mkdtemp(), plots=False, progress=False)
         >>> metrics = train_dg(cfg)
         >>> [h["step"] for h in metrics["history"]], metrics["selected"]["step"] in (1, 2)
         ([1, 2], True)
     """
+    if config.threads is None:
+        return _train_dg(config, accelerator)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train_dg(config, accelerator)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dict[str, Any]:
+    """The run itself; ``train_dg`` sets the thread count around it."""
     started = time.perf_counter()
     spec = method_spec(config.method)
     accelerator_kwargs: dict[str, Any] = {}
@@ -210,21 +225,27 @@ def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dic
         if augment == "flip-crop":
             pixels = flip_crop(pixels, augment_rng)
 
-        def closure(pixels: torch.Tensor = pixels, labels: torch.Tensor = labels) -> torch.Tensor:
+        first_pass_loss: list[torch.Tensor] = []
+
+        def closure(pixels: torch.Tensor = pixels, labels: torch.Tensor = labels,
+                    losses: list[torch.Tensor] = first_pass_loss) -> torch.Tensor:
             loss = torch.nn.functional.cross_entropy(model(pixels), labels)
             accelerator.backward(loss)
+            if not in_second_pass():  # the loss at θ, not at θ + ε
+                losses.append(loss.detach())
             return loss.detach()
 
         if gaqat is None:
             optimizer.zero_grad(set_to_none=True)
-            loss = closure()
+            closure()
             optimizer.step()
         else:
-            loss = optimizer.step(closure)
+            optimizer.step(closure)  # Accelerate's optimizer wrapper does not return the closure's loss
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.float() if loss is not None else 0.0
-        loss_count += 1
+        if first_pass_loss:
+            loss_sum += first_pass_loss[0].float()
+            loss_count += 1
 
         if step % config.eval_every == 0 or step == config.steps:
             mean_loss = float(accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean"))

@@ -3,16 +3,14 @@
 Every method uses the same base optimizer, learning rate, steps, batches and augmentation; they differ only in
 the rows of :data:`METHODS`:
 
-==========  ==========  ===========================================================
-method      quantized   optimizer
-==========  ==========  ===========================================================
-fp          no          base optimizer (ERM, full precision)
-fp-sam      no          GAQATOptimizer, SAM; no scales, so nothing to freeze
-qat         LSQ         base optimizer
-sam-qat     LSQ         GAQATOptimizer, SAM, ``freeze_threshold=None`` (no freezing)
-sagm-qat    LSQ         GAQATOptimizer, SAGM, no freezing
-gaqat       LSQ         GAQATOptimizer, SAM, freezing on (threshold / window from the config)
-==========  ==========  ===========================================================
+| method | quantized | optimizer |
+|---|---|---|
+| ``fp`` | no | base optimizer (ERM, full precision) |
+| ``fp-sam`` | no | GAQATOptimizer, SAM; no scales, so nothing to freeze |
+| ``qat`` | LSQ | base optimizer |
+| ``sam-qat`` | LSQ | GAQATOptimizer, SAM, ``freeze_threshold=None`` (no freezing) |
+| ``sagm-qat`` | LSQ | GAQATOptimizer, SAGM, no freezing |
+| ``gaqat`` | LSQ | GAQATOptimizer, SAM, freezing on (threshold / window from the config) |
 """
 
 from __future__ import annotations

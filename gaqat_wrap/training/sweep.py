@@ -126,8 +126,8 @@ def run_sweep(
         >>> import tempfile
         >>> from gaqat_wrap.training.toy import write_toy_domains
         >>> folder = str(write_toy_domains(tempfile.mkdtemp(), per_class=4))
-        >>> base = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_small", steps=1, batch_size=8, eval_every=1,
-        ...                    plots=False, progress=False, save_checkpoint=False)
+        >>> base = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_tiny", steps=1, batch_size=8, eval_every=1,
+        ...                    threads=1, plots=False, progress=False, save_checkpoint=False)
         >>> runs = run_sweep(base, SweepSpec(methods=["fp"], test_domains=["c"]), tempfile.mkdtemp(), log=lambda s: None)
         >>> len(runs), runs[0]["config"]["method"]
         (1, 'fp')

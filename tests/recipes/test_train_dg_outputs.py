@@ -25,6 +25,7 @@ def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
     for entry in saved["history"]:
         assert set(entry["val_per_domain"]) == {"a", "b"}  # validation comes from the training domains only
         assert 0.0 <= entry["val_acc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
+        assert 0.1 < entry["train_loss"] < 10  # the first-pass cross-entropy of 2 classes, whatever the optimizer
     assert saved["selected"]["step"] in (2, 4)
     assert set(saved["selected"]["test_per_domain"]) == {"c"}
     assert saved["wall_time_s"] > 0 and saved["data"]["sizes"]["test"] == 16
