@@ -80,14 +80,14 @@ def _reduce_to(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
 
 
 class _LSQFakeQuant(torch.autograd.Function):
-    """The LSQ forward and gradients of the module docstring, with few passes over memory.
+    """The LSQ forward and gradients of the module docstring in few, vectorised passes.
 
-    Only ``x`` and the step size are saved; the backward recomputes ``x / s``.
-    CPU kernels on bool tensors are slow and every fresh full-size tensor
-    costs page faults, so the backward keeps its masks as 0/1 tensors of
-    ``x``'s dtype and works in three buffers it reuses in place (the mask
-    buffer becomes ``grad_x``). Reductions accumulate in float32 (float64 for
-    float64 inputs).
+    Only ``x`` and the step size are saved; the backward recomputes ``v = x / s``.
+    Each elementwise op is a pass over memory and, on a busy machine, a wait for
+    every thread, so the backward uses seven full-size ops and three fresh
+    buffers: ``hardtanh_backward(a, v, Qn, Qp)`` is ``a`` where ``Qn < v < Qp``
+    and 0 elsewhere (the strict LSQ mask, without bool tensors, which are slow
+    on CPU). Reductions accumulate in float32 (float64 for float64 inputs).
     """
 
     @staticmethod
@@ -103,19 +103,15 @@ class _LSQFakeQuant(torch.autograd.Function):
         x, s = ctx.saved_tensors
         qn, qp = ctx.qn, ctx.qp
         v = torch.div(x, s)
-        inside = torch.gt(v, qn, out=torch.empty_like(v))  # 1.0 where Qn < v < Qp, else 0.0
-        spare = torch.lt(v, qp, out=torch.empty_like(v))
-        inside.mul_(spare)
+        grad_x = torch.ops.aten.hardtanh_backward(grad_out, v, qn, qp) if ctx.needs_input_grad[0] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
-            # t = round(v) - v inside the range, Qn or Qp outside: clamp(round(v)) - clamp(v) * inside.
-            # (v is clamped first so that an infinite v gives Qn/Qp rather than inf * 0.)
-            rounded = torch.round(v, out=spare).clamp_(qn, qp)
-            step_term = torch.addcmul(rounded, v.clamp_(qn, qp), inside, value=-1, out=v)
+            # t = round(v) - v inside the range, Qn or Qp outside = clamp(round(v)) - (v inside, 0 outside)
+            v_inside = torch.ops.aten.hardtanh_backward(v, v, qn, qp)
+            step_term = torch.sub(v.round_().clamp_(qn, qp), v_inside, out=v_inside)
             accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
             grad_scale = _reduce_to(step_term.mul_(grad_out), ctx.scale_shape, accumulate)
             grad_scale = grad_scale.mul_(ctx.grad_scale).to(ctx.scale_dtype)
-        grad_x = inside.mul_(grad_out) if ctx.needs_input_grad[0] else None
         return grad_x, grad_scale, None, None, None
 
 
