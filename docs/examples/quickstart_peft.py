@@ -36,7 +36,7 @@ trainable = [p for p in model.parameters() if p.requires_grad]
 optimizer = GAQATOptimizer(torch.optim.AdamW(trainable, lr=5e-3), sam_rho=0.05, freeze_threshold=0.5, window=4)
 
 model.train()
-for step in range(12):
+for step in range(8):
     batch = torch.randint(0, 64, (16,))
 
     def closure(batch=batch):

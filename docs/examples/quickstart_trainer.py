@@ -32,7 +32,7 @@ calibrate(model, [{"pixel_values": images[:16]}])   # batches are passed as mode
 
 with tempfile.TemporaryDirectory() as output_dir:
     args = TrainingArguments(output_dir=output_dir, per_device_train_batch_size=8, gradient_accumulation_steps=2,
-                             max_steps=6, learning_rate=5e-3, logging_steps=2, report_to=[], save_strategy="no",
+                             max_steps=4, learning_rate=5e-3, logging_steps=2, report_to=[], save_strategy="no",
                              use_cpu=True, disable_tqdm=True)
     callback = GAQATCallback(sam_rho=0.05, freeze_threshold=0.5, window=4)
     trainer = Trainer(model=model, args=args, train_dataset=train_dataset, callbacks=[callback])
