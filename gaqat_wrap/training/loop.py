@@ -197,8 +197,8 @@ def _train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> di
                     for name in ("validation", "test")}
     model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"] = accelerator.prepare(
         model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"])
-    if scheduler is not None:
-        scheduler = accelerator.prepare(scheduler)
+    # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process,
+    # while `steps` already counts optimizer steps (each process takes every one of them).
     metric = load_accuracy(keep_in_memory=True)
     augment = _augmentation(config)
     augment_rng = torch.Generator().manual_seed(config.seed * 1000 + accelerator.process_index)
