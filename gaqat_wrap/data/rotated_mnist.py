@@ -23,6 +23,7 @@ ROTATED_MNIST_ANGLES: tuple[int, ...] = (0, 15, 30, 45, 60, 75)
 """DomainBed's six rotation angles in degrees; the domain names are these numbers as strings."""
 
 MNIST_CLASSES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+"""Rotated-MNIST class names: the digits ``"0"`` to ``"9"``, so label index equals the digit."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 import datasets
 
 IMAGE_COLUMN = "image"
+"""Name of the image column (a ``datasets.Image`` feature)."""
 LABEL_COLUMN = "label"
+"""Name of the class-label column (a ``datasets.ClassLabel`` shared by all domains)."""
 DOMAIN_COLUMN = "domain"
+"""Name of the domain column (a ``datasets.ClassLabel`` over the domain names)."""
 
 
 def dg_features(class_names: Sequence[str], domain_names: Sequence[str]) -> datasets.Features:

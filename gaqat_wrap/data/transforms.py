@@ -23,7 +23,9 @@ from gaqat_wrap.data.schema import IMAGE_COLUMN, LABEL_COLUMN
 HALF_MEAN_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 """Mean and std that map [0, 1] pixels to [-1, 1] (EfficientNet-Lite0, most ViTs trained from scratch)."""
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+"""Per-channel (RGB) mean of ImageNet pixels in [0, 1], the usual normalisation of ImageNet-trained models."""
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+"""Per-channel (RGB) standard deviation of ImageNet pixels in [0, 1], paired with ``IMAGENET_MEAN``."""
 
 
 def _as_pil(image: Any) -> Image.Image:

@@ -102,7 +102,23 @@ def class_path(cls: type) -> str:
 
 
 class IntegerLayer(nn.Module):
-    """Mixin placed in front of the original class by :func:`make_integer_layer` (inference only)."""
+    """Mixin placed in front of the original class by :func:`make_integer_layer` (inference only).
+
+    ``weight`` reads back the dequantized weight ``q * s``; ``integer_spec`` holds bit widths and shape.
+
+    Examples:
+        >>> from gaqat_wrap.quant.layers import adapter_for
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> spec = IntegerLayerSpec("fc", class_path(torch.nn.Linear), 4, True, (2, 3), None, None)
+        >>> make_integer_layer(layer, spec, adapter_for(layer), weight_scale=torch.tensor([0.5, 0.25]),
+        ...                    weight_int=torch.tensor([[1, -2, 3], [0, 7, -8]], dtype=torch.int8))
+        >>> isinstance(layer, IntegerLayer), isinstance(layer, torch.nn.Linear)
+        (True, True)
+        >>> layer.weight.tolist()
+        [[0.5, -1.0, 1.5], [0.0, 1.75, -2.0]]
+        >>> layer.integer_spec.weight_range
+        (-8, 7)
+    """
 
     weight_int: Tensor
     weight_scale: Tensor

@@ -53,7 +53,16 @@ _ONNX_TYPES = {(8, True): "INT8", (8, False): "UINT8", (4, True): "INT4", (4, Fa
 
 @dataclass(frozen=True)
 class QDQTensor:
-    """How one quantized tensor is represented in the ONNX graph."""
+    """How one quantized tensor is represented in the ONNX graph.
+
+    ``native`` is False when the bit width has no ONNX type of its own and the tensor sits in the wider
+    ``onnx_type`` container; ``clip`` is then the ``Clip`` range put in front of an input's ``QuantizeLinear``.
+
+    Examples:
+        >>> tensor = QDQTensor("fc", "input", 3, False, "UINT4", False, (0.0, 0.7))
+        >>> str(tensor).split()
+        ['fc', 'input', '3-bit', 'unsigned', 'in', 'a', 'UINT4', 'container', 'with', 'Clip[0,', '0.7]']
+    """
 
     layer: str
     role: Literal["weight", "input"]

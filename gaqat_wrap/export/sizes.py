@@ -33,6 +33,11 @@ class ExportSizes:
     ``fp32_bytes``: the original state_dict (no quantizer state) in float32;
     ``int8_bytes``: integer export with every weight in an 8-bit container;
     ``packed_bytes``: integer export with weights of 4 bits or fewer packed two per byte.
+
+    Examples:
+        >>> sizes = ExportSizes(fp32_bytes=800, int8_bytes=200, packed_bytes=100)
+        >>> sizes.fp32_bytes // sizes.packed_bytes
+        8
     """
 
     fp32_bytes: int
@@ -61,6 +66,19 @@ def export_sizes(model: nn.Module, directory: str | os.PathLike) -> ExportSizes:
 
     ``model`` is a trained or calibrated model made by :func:`gaqat_wrap.quantize_model`
     (it still holds the float weights the FP32 file needs).
+
+    Examples:
+        >>> import tempfile
+        >>> from gaqat_wrap import quantize_model
+        >>> net = quantize_model(nn.Sequential(nn.Linear(8, 64), nn.Linear(64, 64), nn.Linear(64, 2)), bits=4)
+        >>> _ = net(torch.randn(4, 8))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sizes = export_sizes(net, folder)
+        ...     files = sorted(p.name for p in Path(folder).iterdir())
+        >>> files
+        ['fp32.safetensors', 'int8.safetensors', 'packed.safetensors']
+        >>> sizes.packed_bytes < sizes.int8_bytes < sizes.fp32_bytes
+        True
     """
     layers = exportable_layers(model)
     if not all(isinstance(m, QuantizedLayer) for _, m in layers):

@@ -8,6 +8,7 @@ from typing import Any
 import evaluate
 
 METRICS_DIR = Path(__file__).resolve().parent
+"""Installed folder of ``gaqat_wrap.metrics``, which holds the shipped ``evaluate`` metric modules."""
 ACCURACY_PATH = METRICS_DIR / "accuracy"
 """Folder of the shipped accuracy metric (``accuracy/accuracy.py``), the path given to ``evaluate.load``."""
 
