@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from conftest import build, loss_closure, twin
+from optim_helpers import build, loss_closure, twin
 
 from gaqat_wrap.optim import GAQATOptimizer
 

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 def worker(rank: int, port: int, out_dir: str) -> None:
-    from conftest import batches, loss_closure, mlp
+    from optim_helpers import batches, loss_closure, mlp
 
     from gaqat_wrap.optim import GAQATOptimizer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build, loss_closure, make_base, max_param_diff, reference_step, twin
+from optim_helpers import build, loss_closure, make_base, max_param_diff, reference_step, twin
 
 from gaqat_wrap.optim import GAQATOptimizer
 

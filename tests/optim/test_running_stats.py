@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import build, loss_closure, twin
+from optim_helpers import build, loss_closure, twin
 from torch import nn
 
 from gaqat_wrap.optim import GAQATOptimizer

@@ -1,4 +1,4 @@
-"""Shared builders for the optimizer tests: small quantized models, data, a reference SAM step."""
+"""Shared builders for the optimizer tests (a plain module, not conftest: the repository root has its own conftest)."""
 
 from __future__ import annotations
 
