@@ -33,7 +33,7 @@ class GAQATConfig:
             (conflict when more than half of the elements with a non-zero product
             g_task·g_smooth have opposite signs).
         variant: ``"sam"`` (Foret et al.; update with g1) or ``"sagm"`` (Wang et al. 2023;
-            second pass at θ + ε − α g0, update with g0 + g1).
+            second pass at θ + ε − α g0, update with (g0 + g1) / 2 as in the authors' code).
         adaptive: ASAM (Kwon et al. 2021): ε = ρ T² g / ‖T g‖ with T = |w| + eta.
         eta: ASAM's η >= 0.
         sagm_alpha: SAGM's α >= 0.

@@ -324,12 +324,12 @@ class GAQATOptimizer(Optimizer):
 
     def _update_direction(self, pending: _Pending, frozen: Tensor) -> None:
         """Set ``.grad`` to the SAM-family direction; frozen scales lose all or the smooth part of theirs."""
-        sagm = self.config.variant == "sagm"
+        # SAGM (as in the authors' released code): d = (g0 + g1) / 2
         for p, g0 in pending.g0_all.items():
             if p.grad is None:
-                p.grad = g0
+                p.grad = g0.mul_(0.5)
             else:
-                p.grad.add_(g0)
+                p.grad.add_(g0).mul_(0.5)
         if not bool(frozen.any()):
             return
         start = 0
@@ -340,7 +340,7 @@ class GAQATOptimizer(Optimizer):
                     p.grad = None
                 else:
                     g_task = pending.g0_scales[start:start + numel].view_as(p).to(p.dtype)
-                    p.grad = g_task * 2 if sagm else g_task.clone()
+                    p.grad = g_task.clone()
             start += numel
 
     # -- helpers -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ With g0 = ∇L(θ) over the perturbed parameters:
   ε = ρ T² g0 / (‖T g0‖ + eps); update with g1.
 * SAGM (Wang et al. CVPR 2023): the objective L(θ) + L_p(θ − α∇L(θ)), with
   L_p(θ') = L(θ' + ε̂) and ε̂ taken from g0 as above, gives (first-order, Hessian
-  terms dropped as SAM does) the second pass at θ + ε̂ − α g0 and the update
-  direction g0 + g1.
+  terms dropped as SAM does) the second pass at θ + ε̂ − α g0; the update
+  direction is (g0 + g1) / 2, as in the authors' released code.
 
 ρ may differ per param group (key ``"sam_rho"``); the norm is global over
 every perturbed parameter, as in SAM.

@@ -127,9 +127,9 @@ def reference_step(model: nn.Module, base: torch.optim.Optimizer, x, y, rho: flo
     with torch.no_grad():
         for p in perturbed:
             p.copy_(theta[p])
-        if variant == "sagm":                                 # SAGM direction: g0 + g1
+        if variant == "sagm":                                 # SAGM direction: (g0 + g1) / 2
             for p, g in g0.items():
-                p.grad.add_(g)
+                p.grad = (p.grad + g) / 2
     base.step()
     base.zero_grad()
 
