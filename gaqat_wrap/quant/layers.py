@@ -125,7 +125,17 @@ def _conv_same(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
     return F.conv2d(x, w, module.bias, module.stride, (0, 0), module.dilation, module.groups)
 
 
+_timm_adapters_registered = False
+
+
 def _register_timm_adapters() -> None:
+    """Register timm's weight-standardised and SAME-padding convs (on first sight of a timm layer).
+
+    Lazy so that ``import gaqat_wrap`` does not import timm: a timm layer can
+    only exist once timm is imported.
+    """
+    global _timm_adapters_registered
+    _timm_adapters_registered = True
     try:
         # By module path: ``timm.layers.conv2d_same`` is also the name of a function re-exported by timm.layers.
         conv2d_same = importlib.import_module("timm.layers.conv2d_same")
@@ -141,8 +151,6 @@ def _register_timm_adapters() -> None:
         register_adapter(conv2d_same.Conv2dSame, LayerAdapter(_plain_weight, _conv_same))
 
 
-_register_timm_adapters()
-
 
 def adapter_for(module: nn.Module) -> LayerAdapter | str:
     """The adapter for ``module``, or the reason it cannot be quantized.
@@ -154,6 +162,8 @@ def adapter_for(module: nn.Module) -> LayerAdapter | str:
     cls = type(module)
     if isinstance(module, QuantizedLayer):
         return "already quantized"
+    if not _timm_adapters_registered and cls.__module__.startswith("timm."):
+        _register_timm_adapters()
     if cls in _ADAPTERS:
         return _ADAPTERS[cls]
     for base, (base_forward, adapter) in _BASE_FORWARDS.items():
