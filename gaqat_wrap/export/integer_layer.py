@@ -29,13 +29,13 @@ Examples:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from gaqat_wrap.class_swap import mixin_subclass
 from gaqat_wrap.export.ops import dequantize_weight, quantize_dequantize_input
 from gaqat_wrap.quant.layers import LayerAdapter
 from gaqat_wrap.quant.lsq import quant_range
@@ -165,13 +165,7 @@ def integer_class(cls: type) -> type:
         >>> integer_class(torch.nn.Linear).__name__
         'IntegerLinear'
     """
-    if cls not in _CLASS_CACHE:
-        name = f"Integer{cls.__name__}"
-        qualname = f"{name}__{cls.__module__.replace('.', '_')}"
-        new_cls = type(name, (IntegerLayer, cls), {"__module__": __name__, "__qualname__": qualname})
-        setattr(sys.modules[__name__], qualname, new_cls)
-        _CLASS_CACHE[cls] = new_cls
-    return _CLASS_CACHE[cls]
+    return mixin_subclass(IntegerLayer, cls, "Integer", __name__, _CLASS_CACHE)
 
 
 def make_integer_layer(

@@ -22,13 +22,13 @@ Examples:
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaqat_wrap.class_swap import mixin_subclass
 from gaqat_wrap.quant.quantizer import LSQQuantizer, ScaleInit
 
 
@@ -224,13 +224,7 @@ def quantized_class(cls: type) -> type:
         >>> quantized_class(nn.Conv2d) is quantized_class(nn.Conv2d), issubclass(quantized_class(nn.Conv2d), nn.Conv2d)
         (True, True)
     """
-    if cls not in _CLASS_CACHE:
-        name = f"Quantized{cls.__name__}"
-        qualname = f"{name}__{cls.__module__.replace('.', '_')}"
-        new_cls = type(name, (QuantizedLayer, cls), {"__module__": __name__, "__qualname__": qualname})
-        setattr(sys.modules[__name__], qualname, new_cls)
-        _CLASS_CACHE[cls] = new_cls
-    return _CLASS_CACHE[cls]
+    return mixin_subclass(QuantizedLayer, cls, "Quantized", __name__, _CLASS_CACHE)
 
 
 def quantize_layer(
