@@ -214,6 +214,8 @@ class GAQATOptimizer(Optimizer):
         if not self._has_gradients():
             with torch.enable_grad():
                 loss = closure()
+            # Keep the value only: the first pass's autograd graph must not live through the second pass.
+            loss = loss.detach() if isinstance(loss, Tensor) else loss
         if not self.first_step(loss=loss):
             return loss
         with second_pass(), torch.enable_grad():
