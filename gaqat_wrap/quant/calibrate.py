@@ -93,19 +93,16 @@ def calibrate(
             with second_pass() if train_mode else contextlib.nullcontext():
                 forward_fn(model, batch)
             used += 1
+        if used == 0:
+            raise ValueError("calibrate got no batches")
     except BaseException:
         for q in quantizers:
-            q._calibrating, q._stats = False, None
-        model.train(was_training)
+            q.abort_calibration()
         raise
-    if used == 0:
-        for q in quantizers:
-            q._calibrating, q._stats = False, None
+    finally:
         model.train(was_training)
-        raise ValueError("calibrate got no batches")
     for q in quantizers:
         q.end_calibration()
-    model.train(was_training)
     missing = [q.role for q in quantizers if not q.is_initialized]
     if missing:
         logger.warning("%d input quantizers saw no data during calibration and will initialise at their first "

@@ -165,6 +165,11 @@ class LSQQuantizer(nn.Module):
         self._calibrating = True
         self._stats = None
 
+    def abort_calibration(self) -> None:
+        """Drop collected statistics and leave calibration mode; the step size stays as it was."""
+        self._calibrating = False
+        self._stats = None
+
     @torch.no_grad()
     def _observe(self, x: Tensor) -> None:
         x = x.detach().float()
