@@ -3,6 +3,7 @@
 - :func:`plot_learning_curves`: validation / test accuracy and training loss over steps, selected step marked.
 - :func:`plot_freeze_heatmap`: per-scale disorder over training (scales x freeze decisions), frozen cells outlined.
 - :func:`plot_heldout_bars`: held-out accuracy per method (mean ± std over seeds), grouped by bits.
+- :func:`plot_ablation`: per ablation variant, the paired difference to the reference (validation and held-out).
 """
 
 from __future__ import annotations
@@ -126,6 +127,37 @@ def plot_heldout_bars(summary: Sequence[Mapping[str, Any]], path: str | Path, ti
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or "held-out accuracy, checkpoint chosen on training-domain validation", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_ablation(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Horizontal bars: each variant's mean paired difference to the reference ± standard error, validation and held-out.
+
+    ``rows`` are :func:`gaqat_wrap.training.ablation.summarize_ablation` rows; the reference row (no
+    ``val_diff``) is the zero line.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> rows = [{"name": "default"}, {"name": "window_5", "val_diff": (0.01, 0.005), "test_diff": (-0.02, 0.01)}]
+        >>> plot_ablation(rows, pathlib.Path(tempfile.mkdtemp()) / "ablation.png").suffix
+        '.png'
+    """
+    compared = [row for row in rows if "val_diff" in row]
+    fig = Figure(figsize=(6.5, max(2.5, 0.45 * len(compared) + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(len(compared))
+    for offset, key, label in ((-0.2, "val_diff", "validation (training domains): decides"),
+                               (0.2, "test_diff", "held-out domain: reported only")):
+        means = [100 * row[key][0] for row in compared]
+        errors = [100 * row[key][1] for row in compared]
+        ax.barh(y + offset, means, 0.38, xerr=errors, capsize=3, label=label)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [row["name"] for row in compared], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference to the defaults (points, ± standard error)")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "GAQAT ablation", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -8,24 +8,30 @@ Examples:
     True
 """
 
+from gaqat_wrap.training.ablation import GAQAT_ABLATIONS, AblationVariant, ablation_variant, run_ablation
 from gaqat_wrap.training.checkpoint import load_checkpoint, save_checkpoint
 from gaqat_wrap.training.config import TrainConfig, check_dataset_source
 from gaqat_wrap.training.evaluation import accuracy_by_domain
 from gaqat_wrap.training.loop import load_splits, train_dg
 from gaqat_wrap.training.methods import METHODS, MethodSpec, method_spec
-from gaqat_wrap.training.sweep import SweepSpec, run_sweep, write_sweep_report
+from gaqat_wrap.training.sweep import SweepSpec, load_sweep_runs, run_sweep, write_sweep_report
 from gaqat_wrap.training.toy import write_toy_domains
 
 __all__ = [
+    "GAQAT_ABLATIONS",
     "METHODS",
+    "AblationVariant",
     "MethodSpec",
     "SweepSpec",
     "TrainConfig",
+    "ablation_variant",
     "accuracy_by_domain",
     "check_dataset_source",
     "load_checkpoint",
     "load_splits",
+    "load_sweep_runs",
     "method_spec",
+    "run_ablation",
     "run_sweep",
     "save_checkpoint",
     "train_dg",

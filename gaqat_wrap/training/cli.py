@@ -177,5 +177,70 @@ def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[
     return runs
 
 
+def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Command line of the combined report: one table, JSON and plot from several sweep folders.
+
+    Examples:
+        >>> report_main(["--sweeps", "/no/such/sweep", "--output-dir", "/tmp/x"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+    """
+    from gaqat_wrap.training.sweep import load_sweep_runs, write_sweep_report
+
+    parser = argparse.ArgumentParser(description="Combine finished runs of several sweep folders into one results.md, "
+                                                 "results.json and heldout_accuracy.png (nothing is trained).")
+    parser.add_argument("--sweeps", nargs="+", required=True, help="sweep folders (each with runs/**/metrics.json)")
+    parser.add_argument("--output-dir", required=True, help="where the combined report goes")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_sweep_runs(args.sweeps)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    if not runs:
+        parser.error(f"no finished runs (runs/**/metrics.json) under {', '.join(args.sweeps)}")
+    write_sweep_report(runs, args.output_dir)
+    print((Path(args.output_dir) / "results.md").read_text())
+    return runs
+
+
+def ablation_main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Command line of the GAQAT ablation: ``--variants``, ``--bits``, ``--test-domains``, ``--seeds`` plus training flags.
+
+    Prints the ablation table (``<output-dir>/results.md``) and returns ``{variant: runs}``.
+
+    Examples:
+        >>> ablation_main(["--variants", "default", "metric_l2"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+    """
+    from gaqat_wrap.training.ablation import GAQAT_ABLATIONS, ablation_variant, run_ablation
+
+    names = [v.name for v in GAQAT_ABLATIONS]
+    parser = argparse.ArgumentParser(description="GAQAT ablation: one option changed at a time from the defaults, every "
+                                                 "variant over the same held-out domains and seeds; verdicts from "
+                                                 "training-domain validation only (resumable).")
+    parser.add_argument("--variants", nargs="+", default=names, choices=names, help="variants to run (default: all)")
+    parser.add_argument("--bits", type=int, default=3, help="weight = activation bits (default: 3)")
+    parser.add_argument("--test-domains", nargs="+", required=True, help="held-out domains")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output-dir", default="outputs/ablation", help="ablation folder (one sub-folder per variant)")
+    ablated = ("method", "bits", "test_domain", "seed", "output_dir", "freeze_threshold", "window", "freeze_mode",
+               "metric", "permanent_freeze", "perturb_scales")
+    add_train_arguments(parser, require_test_domain=False, exclude=ablated)
+    args = parser.parse_args(argv)
+    own = ("variants", "bits", "test_domains", "seeds", "output_dir")
+    train_values = {k: v for k, v in vars(args).items() if k not in own}
+    try:
+        base = config_from_args(argparse.Namespace(**train_values), test_domain=args.test_domains[0], bits=args.bits)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        parser.error(str(err))
+    results = run_ablation(base, [ablation_variant(n) for n in args.variants], bits=args.bits,
+                           test_domains=args.test_domains, seeds=args.seeds, root=args.output_dir)
+    print((Path(args.output_dir) / "results.md").read_text())
+    return results
+
+
 if __name__ == "__main__":
     main()

@@ -159,6 +159,30 @@ def run_sweep(
     return runs
 
 
+def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every finished run (``runs/**/metrics.json``) under the sweep folders ``roots``, in path order.
+
+    Lets one report cover sweeps that were run separately (e.g. one folder per held-out domain):
+    ``write_sweep_report(load_sweep_runs(["sweep_0", "sweep_75"]), "combined")``.
+
+    Examples:
+        >>> import tempfile
+        >>> load_sweep_runs([tempfile.mkdtemp()])
+        []
+        >>> load_sweep_runs(["/no/such/sweep"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: sweep folder /no/such/sweep does not exist...
+    """
+    runs = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"sweep folder {root} does not exist; pass folders written by run_sweep / sweep_dg.py")
+        runs += [json.loads(path.read_text()) for path in sorted(root.glob("runs/**/metrics.json"))]
+    return runs
+
+
 def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "") -> dict[str, Path]:
     """Write ``results.md`` (mean ± std table), ``results.json`` (summary + every run) and ``heldout_accuracy.png``.
 
