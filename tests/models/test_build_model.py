@@ -79,3 +79,20 @@ def test_local_weights_file_loads_backbone_and_replaces_a_head_of_another_size(t
 def test_unknown_model_names_are_refused_with_the_accepted_forms(name):
     with pytest.raises(ValueError, match="unknown"):
         build_model(name, num_classes=2)
+
+
+def test_the_committed_rotated_mnist_vit_config_builds_a_28px_one_channel_quantizable_vit():
+    from pathlib import Path
+
+    from gaqat_wrap import quant_report
+
+    config = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "vit_rmnist_tiny.json"
+    spec = input_spec(str(config))
+    assert (spec.size, spec.channels) == (28, 1)
+    model = build_model(str(config), num_classes=10)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    quantize_model(model, bits=4)
+    rows = {r.name: r for r in quant_report(model)}
+    assert not rows["model.vit.embeddings.patch_embeddings.projection"].quantized
+    assert not rows["model.classifier"].quantized
+    assert sum(r.quantized for r in rows.values()) == 4 * 6  # q, k, v, o, fc1, fc2 in each of the 4 blocks

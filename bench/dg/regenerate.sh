@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Regenerates every number and plot of docs/results/dg.md (resumable: finished runs are loaded, not retrained).
+# Wall time on the 2-core CPU machine, two processes side by side: see docs/results/dg.md ("Cost").
+# Usage: bash bench/dg/regenerate.sh [cnn|ablation|vit|report]...   (default: all four, in that order)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+COMMON=(--dataset rotated_mnist --steps 1000 --batch-size 64 --lr 1e-3 --eval-every 100 --threads 1 --no-checkpoint --no-progress)
+CNN=bench/dg/rotated_mnist_cnn_small
+VIT=bench/dg/rotated_mnist_vit_tiny
+
+cnn() {  # six methods, W4A4 and W3A3; seeds 0-2 on 75° and 0°, seed 0 on the other four domains
+  for d in 75 0 15 30 45 60; do
+    seeds=(0); [[ $d == 75 || $d == 0 ]] && seeds=(0 1 2)
+    "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model mnist_cnn_small --methods fp fp-sam qat sam-qat sagm-qat gaqat \
+      --bits 4 3 --test-domains "$d" --seeds "${seeds[@]}" --output-dir "$CNN/heldout_$d"
+  done
+}
+
+ablation() {  # GAQAT options one at a time, W3A3, held-out 75° and 0°, seeds 0-2
+  "$PY" recipes/ablate_gaqat.py "${COMMON[@]}" --model mnist_cnn_small --bits 3 --test-domains 75 0 --seeds 0 1 2 \
+    --output-dir "$CNN/ablation_w3"
+}
+
+vit() {  # a 4-block ViT (recipes/configs/vit_rmnist_tiny.json) from scratch, W4A4, held-out 75°, seeds 0-2
+  "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model recipes/configs/vit_rmnist_tiny.json \
+    --methods fp fp-sam qat sam-qat sagm-qat gaqat --bits 4 --test-domains 75 --seeds 0 1 2 --output-dir "$VIT/heldout_75"
+}
+
+report() {  # one table over every held-out domain of the CNN
+  "$PY" recipes/report_dg.py --sweeps "$CNN"/heldout_* --output-dir "$CNN/all_domains"
+}
+
+for part in "${@:-cnn ablation vit report}"; do
+  for p in $part; do "$p"; done
+done
