@@ -117,7 +117,8 @@ def plot_heldout_bars(summary: Sequence[Mapping[str, Any]], path: str | Path, ti
     ax = fig.subplots()
     x = np.arange(len(groups))
     for i, row in enumerate(summary):
-        stats = [row["domains"].get(g, (np.nan, 0.0)) if g != "average" else row["average"] for g in groups]
+        stats = [row["domains"].get(g, (np.nan, 0.0)) if g != "average" else row["average"] or (np.nan, 0.0)
+                 for g in groups]
         means = [100 * m for m, _ in stats]
         stds = [100 * s for _, s in stats]
         bars = ax.bar(x + (i - (len(summary) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=row["label"])

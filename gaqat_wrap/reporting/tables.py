@@ -33,7 +33,12 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     Each row: ``label``, ``method``, ``bits`` (``None`` for full precision), ``domains`` ({test domain:
     (mean, std)} of the selected test accuracy), ``average`` ((mean, std) over seeds of the per-seed mean
-    over held-out domains), ``val`` ((mean, std) of the selected validation accuracy), ``runs``.
+    over held-out domains), ``average_seeds`` (how many seeds that is), ``val`` ((mean, std) of the
+    selected validation accuracy), ``runs``.
+
+    The average uses only the seeds that have a run on **every** held-out domain present in ``runs``
+    (so rows stay comparable when some domains have more seeds than others); it is ``None`` when no
+    seed covers them all.
 
     Examples:
         >>> runs = [{"config": {"method": "qat", "bits": 4, "test_domain": "75", "seed": s},
@@ -41,7 +46,13 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         >>> row = summarize_runs(runs)[0]
         >>> row["label"], row["domains"]["75"][0], row["runs"]
         ('LSQ W4A4', 0.7, 2)
+        >>> runs.append({"config": {"method": "qat", "bits": 4, "test_domain": "0", "seed": 0},
+        ...              "selected": {"test_acc": 0.9, "val_acc": 0.9}})
+        >>> row = summarize_runs(runs)[0]
+        >>> [round(v, 6) for v in row["average"]], row["average_seeds"]  # seed 1 has no 0° run
+        ([0.75, 0.0], 1)
     """
+    all_domains = {str(run["config"]["test_domain"]) for run in runs}
     groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
         config = run["config"]
@@ -51,16 +62,18 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (method, bits), members in sorted(groups.items(), key=lambda item: (method_order.index(item[0][0]), item[0][1] or 99)):
         by_domain: dict[str, list[float]] = defaultdict(list)
-        by_seed: dict[int, list[float]] = defaultdict(list)
+        by_seed: dict[int, dict[str, float]] = defaultdict(dict)
         for run in members:
             by_domain[str(run["config"]["test_domain"])].append(run["selected"]["test_acc"])
-            by_seed[run["config"]["seed"]].append(run["selected"]["test_acc"])
+            by_seed[run["config"]["seed"]][str(run["config"]["test_domain"])] = run["selected"]["test_acc"]
+        complete = [list(accs.values()) for accs in by_seed.values() if set(accs) == all_domains]
         rows.append({
             "label": run_label(members[0]),
             "method": method,
             "bits": bits,
             "domains": {domain: _mean_std(values) for domain, values in by_domain.items()},
-            "average": _mean_std([float(np.mean(v)) for v in by_seed.values()]),
+            "average": _mean_std([float(np.mean(v)) for v in complete]) if complete else None,
+            "average_seeds": len(complete),
             "val": _mean_std([run["selected"]["val_acc"] for run in members]),
             "runs": len(members),
         })
@@ -71,7 +84,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
     """A markdown table of :func:`summarize_runs` rows, accuracies in percent (mean ± std over seeds).
 
     Columns: one per held-out domain, ``average`` (when there are several), ``val`` (training-domain
-    validation accuracy of the selected checkpoints, when present) and ``runs``.
+    validation accuracy of the selected checkpoints, when present) and ``runs``. An average over a
+    single seed is shown without a spread, as ``mean (1 seed)``.
 
     Examples:
         >>> print(markdown_table([{"label": "GAQAT W4A4", "domains": {"0": (0.91, 0.01), "75": (0.8, 0.02)},
@@ -96,7 +110,10 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["label"], *[cell(row["domains"].get(d)) for d in domains]]
-        cells += [cell(row["average"])] if len(domains) > 1 else []
+        average = cell(row["average"])
+        if row.get("average_seeds") == 1 and row["average"] is not None:
+            average = f"{100 * row['average'][0]:.{digits}f} (1 seed)"
+        cells += [average] if len(domains) > 1 else []
         cells += [cell(row.get("val"))] if with_val else []
         cells += [str(row["runs"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -52,3 +52,22 @@ def test_sweep_in_subprocesses_matches_in_process(tiny_config, tmp_path):
     inside = run_sweep(base, spec, tmp_path / "inside", log=lambda s: None)
     outside = run_sweep(base, spec, tmp_path / "outside", launcher="python", log=lambda s: None)
     assert inside[0]["selected"] == outside[0]["selected"]
+
+
+def test_average_over_domains_uses_only_seeds_that_cover_every_domain():
+    from gaqat_wrap.reporting import markdown_table, summarize_runs
+
+    def run(method, domain, seed, acc):
+        return {"config": {"method": method, "bits": 3, "test_domain": domain, "seed": seed},
+                "selected": {"test_acc": acc, "val_acc": 0.9}}
+
+    # seeds 0-1 on 75°, seed 0 only on 15°: a per-seed average of seed 1 would be a 75°-only number
+    runs = [run("qat", "75", 0, 0.60), run("qat", "75", 1, 0.70), run("qat", "15", 0, 0.90),
+            run("gaqat", "75", 0, 0.50), run("gaqat", "75", 1, 0.80)]
+    qat, gaqat = summarize_runs(runs)
+    assert qat["average"][0] == pytest.approx(0.75) and qat["average_seeds"] == 1
+    assert qat["domains"]["75"][0] == pytest.approx(0.65)  # the per-domain column keeps every seed
+    assert gaqat["average"] is None and gaqat["average_seeds"] == 0  # never ran 15°
+    table = markdown_table([qat, gaqat])
+    assert "| LSQ W3A3 | 90.0 ± 0.0 | 65.0 ± 7.1 | 75.0 (1 seed) |" in table
+    assert "| GAQAT W3A3 | – | 65.0 ± 21.2 | – |" in table
