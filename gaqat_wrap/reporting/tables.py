@@ -11,7 +11,13 @@ import numpy as np
 from gaqat_wrap.training.methods import METHODS
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value) of ``values``.
+
+    Examples:
+        >>> [round(v, 4) for v in mean_std([0.6, 0.8])], mean_std([0.7])
+        ([0.7, 0.1414], (0.7, 0.0))
+    """
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
@@ -71,10 +77,10 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "label": run_label(members[0]),
             "method": method,
             "bits": bits,
-            "domains": {domain: _mean_std(values) for domain, values in by_domain.items()},
-            "average": _mean_std([float(np.mean(v)) for v in complete]) if complete else None,
+            "domains": {domain: mean_std(values) for domain, values in by_domain.items()},
+            "average": mean_std([float(np.mean(v)) for v in complete]) if complete else None,
             "average_seeds": len(complete),
-            "val": _mean_std([run["selected"]["val_acc"] for run in members]),
+            "val": mean_std([run["selected"]["val_acc"] for run in members]),
             "runs": len(members),
         })
     return rows

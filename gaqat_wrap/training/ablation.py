@@ -186,11 +186,6 @@ def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
     return "no evidence"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
-
-
 def _mean_frozen_fraction(run: Mapping[str, Any]) -> float:
     return float(np.mean([h.get("frozen_fraction", 0.0) for h in run["history"]]))
 
@@ -209,6 +204,8 @@ def summarize_ablation(results: Mapping[str, Sequence[Mapping[str, Any]]],
         >>> rows[1]["name"], rows[1]["verdict"], round(rows[1]["val_diff"][0], 3)
         ('window_5', 'better', 0.055)
     """
+    from gaqat_wrap.reporting.tables import mean_std  # reporting imports training.methods: import here, not at the top
+
     reference = results.get(REFERENCE)
     rows = []
     for variant in variants:
@@ -219,8 +216,8 @@ def summarize_ablation(results: Mapping[str, Sequence[Mapping[str, Any]]],
             "name": variant.name,
             "factor": variant.factor,
             "change": variant.describe(),
-            "val": _mean_std([r["selected"]["val_acc"] for r in runs]),
-            "test": _mean_std([r["selected"]["test_acc"] for r in runs]),
+            "val": mean_std([r["selected"]["val_acc"] for r in runs]),
+            "test": mean_std([r["selected"]["test_acc"] for r in runs]),
             "frozen_fraction": float(np.mean([_mean_frozen_fraction(r) for r in runs])),
             "runs": len(runs),
         }
