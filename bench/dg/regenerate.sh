@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every number and plot of docs/results/dg.md (resumable: finished runs are loaded, not retrained).
 # Wall time on the 2-core CPU machine, two processes side by side: see docs/results/dg.md ("Cost").
-# Usage: bash bench/dg/regenerate.sh [cnn|ablation|vit|report]...   (default: all four, in that order)
+# Usage: bash bench/dg/regenerate.sh [cnn|ablation|vit|vit_ablation|report]...   (default: all five, in that order)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -27,10 +27,16 @@ vit() {  # a 4-block ViT (recipes/configs/vit_rmnist_tiny.json) from scratch, W4
     --methods fp fp-sam qat sam-qat sagm-qat gaqat --bits 4 --test-domains 75 --seeds 0 1 2 --output-dir "$VIT/heldout_75"
 }
 
+vit_ablation() {  # the ViT's GAQAT options; default and no_freezing link to the ViT sweep's gaqat / sam-qat runs
+  "$PY" recipes/ablate_gaqat.py "${COMMON[@]}" --model recipes/configs/vit_rmnist_tiny.json --bits 4 --test-domains 75 \
+    --seeds 0 1 2 --variants default no_freezing threshold_0.3 threshold_0.7 window_5 window_20 freeze_mode_smooth \
+    metric_sign --output-dir "$VIT/ablation_w4"
+}
+
 report() {  # one table over every held-out domain of the CNN
   "$PY" recipes/report_dg.py --sweeps "$CNN"/heldout_* --output-dir "$CNN/all_domains"
 }
 
-for part in "${@:-cnn ablation vit report}"; do
+for part in "${@:-cnn ablation vit vit_ablation report}"; do
   for p in $part; do "$p"; done
 done
