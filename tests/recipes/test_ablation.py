@@ -9,7 +9,14 @@ from dataclasses import replace
 import pytest
 
 from gaqat_wrap.optim.config import GAQATConfig
-from gaqat_wrap.training import GAQAT_ABLATIONS, ablation_variant, load_sweep_runs, run_ablation, write_sweep_report
+from gaqat_wrap.training import (
+    GAQAT_ABLATIONS,
+    TrainConfig,
+    ablation_variant,
+    load_sweep_runs,
+    run_ablation,
+    write_sweep_report,
+)
 from gaqat_wrap.training import loop as loop_module
 from gaqat_wrap.training.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
 from gaqat_wrap.training.cli import ablation_main, report_main
@@ -23,8 +30,6 @@ def _run(domain: str, seed: int, val: float, test: float, frozen: float = 0.0) -
 def test_every_variant_changes_only_the_option_it_names():
     defaults = GAQATConfig().to_dict()
     base = {"test_domain": "0", "method": "gaqat"}
-    from gaqat_wrap.training import TrainConfig
-
     assert GAQAT_ABLATIONS[0].name == REFERENCE and not GAQAT_ABLATIONS[0].overrides
     assert len({v.name for v in GAQAT_ABLATIONS}) == len(GAQAT_ABLATIONS)
     for variant in GAQAT_ABLATIONS[1:]:
