@@ -8,15 +8,20 @@ Examples:
     | fp | 80.0 ± 0.0 | 1 |
 """
 
+from gaqat_wrap.reporting.paired import paired_comparisons, paired_difference, paired_markdown, verdict
 from gaqat_wrap.reporting.plots import plot_ablation, plot_freeze_heatmap, plot_heldout_bars, plot_learning_curves, plot_run
 from gaqat_wrap.reporting.tables import markdown_table, summarize_runs
 
 __all__ = [
     "markdown_table",
+    "paired_comparisons",
+    "paired_difference",
+    "paired_markdown",
     "plot_ablation",
     "plot_freeze_heatmap",
     "plot_heldout_bars",
     "plot_learning_curves",
     "plot_run",
     "summarize_runs",
+    "verdict",
 ]

@@ -16,7 +16,6 @@ A default changes only for a ``better`` verdict.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,9 @@ from typing import Any
 import numpy as np
 
 from gaqat_wrap.optim.config import GAQATConfig
+from gaqat_wrap.reporting.paired import SIGNIFICANCE_SE, paired_difference, verdict
 from gaqat_wrap.training.config import TrainConfig
 from gaqat_wrap.training.sweep import SweepSpec, run_sweep
-
-SIGNIFICANCE_SE = 2.0
-"""A paired mean difference must exceed this many standard errors to count as evidence."""
 
 REFERENCE = "default"
 """Name of the variant every other one is compared with (the library defaults)."""
@@ -143,47 +140,6 @@ def run_ablation(
         results[variant.name] = run_sweep(base, spec, root / variant.name, log=log)
     write_ablation_report(summarize_ablation(results, variants), root)
     return results
-
-
-def _key(run: Mapping[str, Any]) -> tuple[str, int]:
-    return str(run["config"]["test_domain"]), int(run["config"]["seed"])
-
-
-def paired_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]],
-                      metric: str) -> tuple[float, float, int]:
-    """Mean and standard error of ``run - reference`` of ``selected[metric]`` over runs paired by (domain, seed).
-
-    Only pairs present on both sides count; the standard error is 0 for a single pair.
-
-    Examples:
-        >>> mk = lambda d, s, v: {"config": {"test_domain": d, "seed": s}, "selected": {"val_acc": v}}
-        >>> mean, se, pairs = paired_difference([mk("0", 0, 0.8), mk("0", 1, 0.9)], [mk("0", 0, 0.7), mk("0", 1, 0.7)],
-        ...                                     "val_acc")
-        >>> round(mean, 6), round(se, 6), pairs
-        (0.15, 0.05, 2)
-    """
-    ref = {_key(r): r["selected"][metric] for r in reference}
-    diffs = np.asarray([r["selected"][metric] - ref[_key(r)] for r in runs if _key(r) in ref], dtype=float)
-    if diffs.size == 0:
-        return math.nan, math.nan, 0
-    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
-    return float(diffs.mean()), se, int(diffs.size)
-
-
-def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
-    """``better`` / ``worse`` when the paired mean exceeds :data:`SIGNIFICANCE_SE` standard errors, else ``no evidence``.
-
-    Examples:
-        >>> verdict(0.02, 0.005, 6), verdict(0.01, 0.01, 6), verdict(-0.03, 0.01, 6), verdict(0.05, 0.0, 1)
-        ('better', 'no evidence', 'worse', 'no evidence')
-    """
-    if pairs < 2 or not math.isfinite(mean_diff) or standard_error <= 0:
-        return "no evidence"
-    if mean_diff > SIGNIFICANCE_SE * standard_error:
-        return "better"
-    if mean_diff < -SIGNIFICANCE_SE * standard_error:
-        return "worse"
-    return "no evidence"
 
 
 def _mean_frozen_fraction(run: Mapping[str, Any]) -> float:

@@ -186,6 +186,10 @@ def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
 def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "") -> dict[str, Path]:
     """Write ``results.md`` (mean ± std table), ``results.json`` (summary + every run) and ``heldout_accuracy.png``.
 
+    When the runs include ``gaqat`` and a baseline that shares a (held-out domain, seed), ``results.md``
+    also gets the paired "GAQAT minus each baseline" table (:func:`~gaqat_wrap.reporting.paired_comparisons`),
+    stored under ``"paired"`` in ``results.json``.
+
     Examples:
         >>> import tempfile
         >>> runs = [{"config": {"method": m, "bits": 4, "test_domain": "75", "seed": 0},
@@ -194,6 +198,7 @@ def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: 
         >>> sorted(p.name for p in write_sweep_report(runs, tempfile.mkdtemp()).values())
         ['heldout_accuracy.png', 'results.json', 'results.md']
     """
+    from gaqat_wrap.reporting.paired import SIGNIFICANCE_SE, paired_comparisons, paired_markdown
     from gaqat_wrap.reporting.plots import plot_heldout_bars
     from gaqat_wrap.reporting.tables import markdown_table, summarize_runs
 
@@ -203,9 +208,15 @@ def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: 
     table = markdown_table(rows)
     paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "heldout_accuracy.png"}
     heading = title or "Held-out domain accuracy (%), mean ± std over seeds, checkpoint selected by training-domain validation"
-    paths["table"].write_text(f"{heading}\n\n{table}\n")
+    text = f"{heading}\n\n{table}\n"
+    paired = paired_comparisons(runs)
+    if paired:
+        text += (f"\nPaired differences (points): GAQAT minus each baseline over runs with the same held-out domain "
+                 f"and seed, mean ± standard error; the verdict uses validation only (> {SIGNIFICANCE_SE:g} SE)\n\n"
+                 f"{paired_markdown(paired)}\n")
+    paths["table"].write_text(text)
     compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s") if key in run}
                     for run in runs]
-    paths["json"].write_text(json.dumps({"summary": rows, "runs": compact_runs}, indent=2))
+    paths["json"].write_text(json.dumps({"summary": rows, "paired": paired, "runs": compact_runs}, indent=2))
     plot_heldout_bars(rows, paths["plot"])
     return paths
