@@ -77,6 +77,9 @@ class _Unset:
 
 UNSET = _Unset()
 
+MOSTLY_FROZEN = 0.9
+"""Share of frozen scales at a freeze decision above which the optimizer warns (once)."""
+
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -141,6 +144,7 @@ class GAQATOptimizer(Optimizer):
         self._freeze_hooks: OrderedDict[int, FreezeHook] = OrderedDict()
         self._segments: tuple[tuple[int, ...], Tensor] | None = None
         self.skipped_steps = 0
+        self._warned_mostly_frozen = False
         if model is not None:
             protect_running_stats(model)
 
@@ -314,6 +318,8 @@ class GAQATOptimizer(Optimizer):
                 dist.all_reduce(stats, op=dist.ReduceOp.SUM)
             flags = conflict_flags(stats, self.config.metric)
         decided = tracker.record(flags)
+        if decided:
+            self._warn_if_mostly_frozen(tracker.frozen)
         self._update_direction(pending, tracker.frozen)
         self.base.step()
         if zero_grad:
@@ -323,6 +329,21 @@ class GAQATOptimizer(Optimizer):
             for hook in list(self._freeze_hooks.values()):
                 hook(self, report)
         return True
+
+    def _warn_if_mostly_frozen(self, frozen: Tensor) -> None:
+        """Warn once when a freeze decision leaves at least :data:`MOSTLY_FROZEN` of (4 or more) scales frozen."""
+        if self._warned_mostly_frozen or frozen.numel() < 4:
+            return
+        share = float(frozen.float().mean())
+        if share >= MOSTLY_FROZEN:
+            self._warned_mostly_frozen = True
+            warnings.warn(f"GAQATOptimizer froze {share:.0%} of the {frozen.numel()} quantizer scales at step "
+                          f"{self.steps}: the conflict test fires for almost every scale, which happens when the "
+                          "gradient at θ + ε is nearly unrelated to the gradient at θ (a rough quantized loss surface), "
+                          "not only when sharpness and task loss disagree. Then freezing carries no sharpness "
+                          "information for this model: compare with freeze_threshold=None (LSQ + SAM) on validation. "
+                          "See 'When almost every scale freezes' in the GAQAT docs (warned once per optimizer).",
+                          RuntimeWarning, stacklevel=3)
 
     def _update_direction(self, pending: _Pending, frozen: Tensor) -> None:
         """Set ``.grad`` to the SAM-family direction; frozen scales lose all or the smooth part of theirs."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from optim_helpers import build, loss_closure
 from torch import nn
@@ -164,3 +166,46 @@ def test_on_a_quantized_model_frozen_scales_stay_and_everything_else_moves():
             assert torch.equal(after[id(scale)], scale) == is_frozen
         assert all(not torch.equal(after[id(w)], w) for w in weights)
     assert any(s.frozen_steps for s in opt.freeze_report())
+
+
+def _scales(n: int) -> list[nn.Parameter]:
+    params = []
+    for i in range(n):
+        p = nn.Parameter(torch.ones(()))
+        p._gaqat_scale = f"layer{i}.input"
+        params.append(p)
+    return params
+
+
+def _run_conflicting(params: list[nn.Parameter], conflicting: int, steps: int, opt: GAQATOptimizer) -> None:
+    """g0 = 1 for every scale; g_smooth = -2 (conflict) for the first ``conflicting`` scales, +1 for the rest."""
+    def closure():
+        second = in_second_pass()
+        for i, p in enumerate(params):
+            p.grad = torch.tensor((1.0 - 2.0 if i < conflicting else 2.0) if second else 1.0)
+        return torch.tensor(1.0)
+    for _ in range(steps):
+        opt.step(closure)
+
+
+def test_warns_once_when_a_decision_freezes_almost_every_scale():
+    params = _scales(5)
+    opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), window=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run_conflicting(params, conflicting=5, steps=6, opt=opt)  # three decisions, all scales frozen each time
+    mostly_frozen = [w for w in caught if "quantizer scales" in str(w.message)]
+    assert len(mostly_frozen) == 1 and issubclass(mostly_frozen[0].category, RuntimeWarning)
+    assert "froze 100% of the 5 quantizer scales at step 2" in str(mostly_frozen[0].message)
+    assert all(s.frozen for s in opt.freeze_report())
+
+
+def test_no_warning_below_the_mostly_frozen_share_or_for_tiny_models():
+    for n, conflicting in ((5, 4), (3, 3)):  # 80% frozen; or 100% of only 3 scales
+        params = _scales(n)
+        opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), window=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _run_conflicting(params, conflicting=conflicting, steps=4, opt=opt)
+        assert [s.frozen for s in opt.freeze_report()] == [True] * conflicting + [False] * (n - conflicting)
+        assert not [w for w in caught if "quantizer scales" in str(w.message)]
