@@ -91,15 +91,12 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat")
         >>> [(r["comparison"], round(r["test"][0], 6)) for r in rows]  # no LSQ W3A3 to pair with
         [('GAQAT W3A3 − FP (ERM)', -0.2)]
     """
-    from gaqat_wrap.reporting.tables import run_label
+    from gaqat_wrap.reporting.tables import method_bits, run_label
     from gaqat_wrap.training.methods import METHODS
-
-    def bits_of(run: Mapping[str, Any]) -> int | None:
-        return run["config"]["bits"] if METHODS[run["config"]["method"]].quantized else None
 
     groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
     for run in runs:
-        groups.setdefault((run["config"]["method"], bits_of(run)), []).append(run)
+        groups.setdefault(method_bits(run), []).append(run)
     order = list(METHODS)
     rows = []
     for (name, bits), members in sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0]))):

@@ -34,6 +34,17 @@ def run_label(metrics: Mapping[str, Any]) -> str:
     return f"{spec.label} W{config['bits']}A{config['bits']}" if spec.quantized else spec.label
 
 
+def method_bits(metrics: Mapping[str, Any]) -> tuple[str, int | None]:
+    """The (method, bits) a run is grouped under: bits is ``None`` for full-precision methods.
+
+    Examples:
+        >>> method_bits({"config": {"method": "gaqat", "bits": 3}}), method_bits({"config": {"method": "fp", "bits": 3}})
+        (('gaqat', 3), ('fp', None))
+    """
+    config = metrics["config"]
+    return config["method"], config["bits"] if METHODS[config["method"]].quantized else None
+
+
 def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Group runs by method (and bits for quantized methods); mean ± std over seeds per held-out domain.
 
@@ -61,9 +72,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     all_domains = {str(run["config"]["test_domain"]) for run in runs}
     groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
-        config = run["config"]
-        bits = config["bits"] if METHODS[config["method"]].quantized else None
-        groups[(config["method"], bits)].append(run)
+        groups[method_bits(run)].append(run)
     method_order = list(METHODS)
     rows = []
     for (method, bits), members in sorted(groups.items(), key=lambda item: (method_order.index(item[0][0]), item[0][1] or 99)):
