@@ -12,8 +12,9 @@ from gaqat_wrap.training.ablation import GAQAT_ABLATIONS, AblationVariant, ablat
 from gaqat_wrap.training.checkpoint import load_checkpoint, save_checkpoint
 from gaqat_wrap.training.config import TrainConfig, check_dataset_source
 from gaqat_wrap.training.evaluation import accuracy_by_domain
-from gaqat_wrap.training.loop import load_splits, train_dg
+from gaqat_wrap.training.loop import train_dg
 from gaqat_wrap.training.methods import METHODS, MethodSpec, method_spec
+from gaqat_wrap.training.setup import RunInputs, build_run_inputs, load_splits, quantize_and_calibrate
 from gaqat_wrap.training.sweep import SweepSpec, load_sweep_runs, run_sweep, write_sweep_report
 from gaqat_wrap.training.toy import write_toy_domains
 
@@ -22,15 +23,18 @@ __all__ = [
     "METHODS",
     "AblationVariant",
     "MethodSpec",
+    "RunInputs",
     "SweepSpec",
     "TrainConfig",
     "ablation_variant",
     "accuracy_by_domain",
+    "build_run_inputs",
     "check_dataset_source",
     "load_checkpoint",
     "load_splits",
     "load_sweep_runs",
     "method_spec",
+    "quantize_and_calibrate",
     "run_ablation",
     "run_sweep",
     "save_checkpoint",

@@ -3,7 +3,8 @@
 Order of events (everything that can be wrong with the inputs fails before step 1 and before
 ``output_dir`` is created):
 
-1. validate the config (``TrainConfig``), load the dataset, split it (unknown domain -> error), build the model;
+1. validate the config (``TrainConfig``), load the dataset, split it (unknown domain -> error), build the model
+   (``training.setup.build_run_inputs``);
 2. quantize + calibrate (quantized methods), build the base optimizer on ``param_groups`` (scales never
    decay) and wrap it in ``GAQATOptimizer`` for the sharpness-aware methods;
 3. train ``steps`` steps; every ``eval_every`` steps and at the last step evaluate the validation split
@@ -15,7 +16,6 @@ Order of events (everything that can be wrong with the inputs fails before step 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -23,51 +23,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from gaqat_wrap.data.registry import load_dg_dataset
-from gaqat_wrap.data.schema import class_names
-from gaqat_wrap.data.split import leave_one_domain_out
-from gaqat_wrap.data.transforms import PixelTransform
 from gaqat_wrap.metrics.loading import load_accuracy
-from gaqat_wrap.models.build import BUILTIN_MODELS, build_model, input_spec
+from gaqat_wrap.models.build import BUILTIN_MODELS
 from gaqat_wrap.optim.gaqat import GAQATOptimizer
-from gaqat_wrap.quant.calibrate import calibrate
 from gaqat_wrap.quant.param_groups import param_groups
-from gaqat_wrap.quant.quantize import quantize_model
 from gaqat_wrap.second_pass import in_second_pass
 from gaqat_wrap.training.checkpoint import save_checkpoint
 from gaqat_wrap.training.config import TrainConfig
 from gaqat_wrap.training.evaluation import accuracy_by_domain
 from gaqat_wrap.training.methods import method_spec
-from gaqat_wrap.training.tensors import domain_names, flip_crop, image_tensors
-
-
-@functools.lru_cache(maxsize=2)
-def _embedded_dataset(name: str) -> datasets.DatasetDict:
-    # A sweep runs many configurations in one process; build each embedded benchmark once.
-    return load_dg_dataset(name)
-
-
-def load_splits(config: TrainConfig) -> tuple[datasets.DatasetDict, list[str]]:
-    """The ``train`` / ``validation`` / ``test`` splits of ``config`` and the dataset's domain names.
-
-    Examples:
-        >>> splits, domains = load_splits(TrainConfig(test_domain="75", dataset="rotated_mnist"))
-        >>> splits["test"].num_rows, domains[-1]
-        (833, '75')
-    """
-    dd = _embedded_dataset(config.dataset) if config.dataset in ("rotated_mnist", "vlcs_mini", "pacs_mini") \
-        else load_dg_dataset(config.dataset)
-    splits = leave_one_domain_out(dd, config.test_domain, val_fraction=config.val_fraction, seed=config.seed)
-    if config.max_train_examples is not None and config.max_train_examples < splits["train"].num_rows:
-        subset = splits["train"].shuffle(seed=config.seed).select(range(config.max_train_examples))
-        splits = datasets.DatasetDict({"train": subset, "validation": splits["validation"], "test": splits["test"]})
-    return splits, list(dd)
+from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
+from gaqat_wrap.training.tensors import domain_names, flip_crop
 
 
 def _augmentation(config: TrainConfig) -> str:
@@ -162,22 +133,14 @@ def _train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> di
     set_seed(config.seed)
 
     # 1. data and model: every input error surfaces here, before output_dir exists.
-    splits, all_domains = load_splits(config)
-    classes = class_names(splits)
-    input_ = input_spec(config.model, pretrained=config.pretrained, image_size=config.image_size)
-    transform = PixelTransform(size=input_.size, mean=input_.mean, std=input_.std, channels=input_.channels)
-    model = build_model(config.model, num_classes=len(classes), pretrained=config.pretrained,
-                        image_size=config.image_size, in_chans=input_.channels)
-    data = {name: image_tensors(splits[name], transform, config.cache_limit_gb) for name in splits}
+    run = build_run_inputs(config)
+    splits, all_domains, classes, data, model = run.splits, run.domains, run.classes, run.data, run.model
+    input_ = run.input_spec
     names_of_domains = domain_names(splits["train"])
 
     # 2. method: quantize + calibrate, optimizer.
     if spec.quantized:
-        quantize_model(model, bits=config.bits)
-        calib_order = torch.Generator().manual_seed(config.seed)
-        calib_loader = torch.utils.data.DataLoader(data["train"], batch_size=config.batch_size, shuffle=True,
-                                                   generator=calib_order)
-        calibrate(model, (batch[0] for batch in calib_loader), num_batches=config.calib_batches)
+        quantize_and_calibrate(model, data["train"], config)
     optimizer: torch.optim.Optimizer = _base_optimizer(config, model)
     gaqat: GAQATOptimizer | None = None
     trace = _FreezeTrace()
