@@ -59,6 +59,15 @@ class RunInputs:
         input_spec: image side, channels and normalisation the model expects.
         data: image tensors of each split (``(pixels, label, domain)`` items), transformed for the model.
         model: the model built from ``config.model`` (pretrained weights when ``config.pretrained``).
+
+    Examples:
+        >>> import tempfile
+        >>> from gaqat_wrap.training.toy import write_toy_domains
+        >>> folder = str(write_toy_domains(tempfile.mkdtemp(), per_class=4))
+        >>> run = build_run_inputs(TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_tiny"))
+        >>> pixels, label, domain = run.data["train"][0]
+        >>> tuple(pixels.shape) == (run.input_spec.channels, run.input_spec.size, run.input_spec.size)
+        True
     """
 
     splits: datasets.DatasetDict
