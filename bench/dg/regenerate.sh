@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every number and plot of docs/results/dg.md (resumable: finished runs are loaded, not retrained).
 # Wall time on the 2-core CPU machine, two processes side by side: see docs/results/dg.md ("Cost").
-# Usage: bash bench/dg/regenerate.sh [cnn|ablation|vit|vit_ablation|report|lite0]...   (default: all six, in that order)
+# Usage: bash bench/dg/regenerate.sh [cnn|ablation|ablation_w4|vit|vit_ablation|report|lite0]...   (default: all seven, in that order)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -19,6 +19,11 @@ cnn() {  # six methods, W4A4 and W3A3, seeds 0-2, each of the six held-out domai
 ablation() {  # GAQAT options one at a time, W3A3, held-out 75° and 0°, seeds 0-2
   "$PY" recipes/ablate_gaqat.py "${COMMON[@]}" --model mnist_cnn_small --bits 3 --test-domains 75 0 --seeds 0 1 2 \
     --output-dir "$CNN/ablation_w3"
+}
+
+ablation_w4() {  # the same options at W4A4, held-out 75° only, seeds 0-2
+  "$PY" recipes/ablate_gaqat.py "${COMMON[@]}" --model mnist_cnn_small --bits 4 --test-domains 75 --seeds 0 1 2 \
+    --output-dir "$CNN/ablation_w4"
 }
 
 vit() {  # a 4-block ViT (recipes/configs/vit_rmnist_tiny.json) from scratch, W4A4, held-out 75°, seeds 0-2
@@ -48,6 +53,6 @@ lite0() {  # pretrained EfficientNet-Lite0 on VLCS-mini and PACS-mini (every hel
   "$PY" recipes/sweep_dg.py "${lite[@]}" --dataset pacs_mini --output-dir bench/dg/pacs_mini_lite0
 }
 
-for part in "${@:-cnn ablation vit vit_ablation report lite0}"; do
+for part in "${@:-cnn ablation ablation_w4 vit vit_ablation report lite0}"; do
   for p in $part; do "$p"; done
 done
