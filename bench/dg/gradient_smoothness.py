@@ -61,7 +61,7 @@ def _bn_invariance_residual(model: torch.nn.Module, grads: dict[int, torch.Tenso
         denominator = (w_dot.abs() + s_dot.abs()).sum()
         if denominator > 0:
             residuals.append(float((w_dot + s_dot).abs().sum() / denominator))
-    return float(np.median(residuals)) if residuals else float("nan")
+    return _median_of_numbers(residuals)
 
 
 def _median_of_numbers(values: list[float]) -> float:
@@ -108,7 +108,7 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
 
     return {"rho": rho, "conflict_share": share(conflict["weight"] + conflict["input"]),
             "conflict_weight_scales": share(conflict["weight"]), "conflict_input_scales": share(conflict["input"]),
-            "median_cos_scale": float(np.median(cos_scale)) if cos_scale else float("nan"),
+            "median_cos_scale": _median_of_numbers(cos_scale),
             "cos_weights": float(np.mean(cos_weights)), "scales": len(cos_scale) // max(len(batches), 1),
             "bn_invariance_residual": _median_of_numbers(residuals)}
 
@@ -116,11 +116,10 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
 def markdown(rows: list[dict]) -> str:
     """The rows of a ``--output`` file as one markdown table (one line per model, bits, mode and ρ)."""
 
-    def percent(value: float | None) -> str:
-        return "–" if value is None or value != value else f"{100 * value:.0f}%"
-
-    def signed(value: float | None) -> str:
-        return "–" if value is None or value != value else f"{value:+.2f}"
+    def cell(value: float | None, style: str) -> str:  # "–" for a missing or NaN value
+        if value is None or value != value:
+            return "–"
+        return f"{100 * value:.0f}%" if style == "%" else format(value, style)
 
     lines = ["| model | bits | BN mode | ρ | conflicting step sizes | of weights | of inputs "
              "| median cos(g0, g1), step sizes | cos(g0, g1), weights | w·∇w + s·∇s residual |",
@@ -128,11 +127,10 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         model = Path(r["model"]).stem if r["model"].endswith(".json") else r["model"]
         bits = f"W{r['bits']}A{r['bits']}" if r["bits"] else "FP"
-        residual = r.get("bn_invariance_residual")
-        lines.append(f"| {model} | {bits} | {r['mode']} | {r['rho']:g} | {percent(r['conflict_share'])} "
-                     f"| {percent(r.get('conflict_weight_scales'))} | {percent(r.get('conflict_input_scales'))} "
-                     f"| {signed(r['median_cos_scale'])} | {signed(r['cos_weights'])} "
-                     f"| {'–' if residual is None or residual != residual else f'{residual:.3f}'} |")
+        lines.append(f"| {model} | {bits} | {r['mode']} | {r['rho']:g} | {cell(r['conflict_share'], '%')} "
+                     f"| {cell(r.get('conflict_weight_scales'), '%')} | {cell(r.get('conflict_input_scales'), '%')} "
+                     f"| {cell(r['median_cos_scale'], '+.2f')} | {cell(r['cos_weights'], '+.2f')} "
+                     f"| {cell(r.get('bn_invariance_residual'), '.3f')} |")
     return "\n".join(lines) + "\n"
 
 
