@@ -1,7 +1,7 @@
 """What a run is made of before its first step: splits, image tensors, the model, and (quantized methods) LSQ.
 
-``train_dg`` and the diagnostics in ``bench/`` build their starting point with these two functions, so a
-diagnostic measures exactly the model a training run would start from.
+``train_dg`` and the diagnostics in ``bench/`` build their starting point with :func:`build_run_inputs`
+and :func:`quantize_and_calibrate`, so a diagnostic measures exactly the model a training run would start from.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import datasets
 import torch
 
-from gaqat_wrap.data.registry import load_dg_dataset
+from gaqat_wrap.data.registry import EMBEDDED_DATASETS, load_dg_dataset
 from gaqat_wrap.data.schema import class_names
 from gaqat_wrap.data.split import leave_one_domain_out
 from gaqat_wrap.data.transforms import PixelTransform
@@ -21,9 +21,6 @@ from gaqat_wrap.quant.calibrate import calibrate
 from gaqat_wrap.quant.quantize import quantize_model
 from gaqat_wrap.training.config import TrainConfig
 from gaqat_wrap.training.tensors import image_tensors
-
-EMBEDDED_DATASETS: tuple[str, ...] = ("rotated_mnist", "vlcs_mini", "pacs_mini")
-"""Dataset names that need no path: built from installed packages (cached per process)."""
 
 
 @functools.lru_cache(maxsize=2)
