@@ -635,8 +635,8 @@ class GAQATOptimizer(Optimizer):
         numels = tuple(p.numel() for p in scales)
         device = scales[0].device
         if self._segments is None or self._segments[0] != numels or self._segments[1].device != device:
-            ids = torch.repeat_interleave(torch.arange(len(numels), device=device),
-                                          torch.tensor(numels, device=device))
+            ids = torch.repeat_interleave(torch.arange(len(numels), device=device), torch.tensor(numels, device=device),
+                                          output_size=sum(numels))   # known size: no read-back
             self._segments = (numels, ids)
         return self._segments[1]
 
