@@ -4,13 +4,18 @@ as links. (Checked in a real browser by ``make docs-screenshots``; these tests r
 from __future__ import annotations
 
 import html
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+KATEX = DOCS / "assets" / "katex"
+FORMULA = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', flags=re.DOTALL)
 FENCE = re.compile(r"^ *(```|~~~).*?^ *\1", flags=re.MULTILINE | re.DOTALL)
 
 
@@ -24,6 +29,23 @@ def _article(page_html: str) -> str:
     return re.sub(r"<pre.*?</pre>", "", article, flags=re.DOTALL)
 
 
+def _formulas(page_html: str) -> list[tuple[bool, str]]:
+    """``(display, TeX)`` of every formula arithmatex wrapped for KaTeX on the page."""
+    formulas = []
+    for _, wrapped in FORMULA.findall(page_html):
+        tex = html.unescape(wrapped).strip()
+        formulas.append((tex.startswith("\\["), tex[2:-2]))
+    return formulas
+
+
+def _source_formula_count(markdown: str) -> int:
+    """``$...$`` and ``$$...$$`` formulas of a page's Markdown, outside code."""
+    text = re.sub(r"`[^`\n]*`", "", FENCE.sub("", markdown))
+    display = re.findall(r"\$\$.+?\$\$", text, flags=re.DOTALL)
+    text = re.sub(r"\$\$.+?\$\$", "", text, flags=re.DOTALL)
+    return len(display) + len(re.findall(r"(?<![\\$])\$(?=\S)[^$\n]+?(?<=\S)\$", text))
+
+
 @pytest.fixture(scope="module")
 def pages(built_site) -> dict[str, str]:
     assert built_site.returncode == 0, built_site.problems
@@ -33,6 +55,55 @@ def pages(built_site) -> dict[str, str]:
 def test_site_builds_from_a_directory_outside_the_repository(built_site):
     assert ROOT not in built_site.cwd.parents and built_site.cwd != ROOT
     assert built_site.returncode == 0, built_site.problems
+
+
+def test_pages_load_nothing_from_other_hosts(pages):
+    """The site works offline: every script, stylesheet, font and image comes from the site itself."""
+    external = {name: found for name, text in pages.items()
+                if (found := re.findall(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]+)"', text))}
+    assert external == {}
+
+
+def test_every_formula_of_the_markdown_is_handed_to_katex(pages):
+    with_maths = {p.relative_to(DOCS).with_suffix("").as_posix(): n for p in DOCS.rglob("*.md")
+                  if (n := _source_formula_count(p.read_text()))}
+    assert with_maths, "no page has maths: this test no longer checks anything"
+    for page, count in with_maths.items():
+        rendered = _formulas(pages[f"{page}/index.html"])
+        assert len(rendered) == count, f"{page}: {count} formulas in the Markdown, {len(rendered)} wrapped for KaTeX"
+
+
+def test_pages_with_maths_load_the_vendored_katex_and_its_fonts(built_site, pages):
+    site = built_site.path
+    for name, text in pages.items():
+        if not _formulas(text):
+            continue
+        page_dir = (site / name).parent
+        assets = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]*(?:katex)[^"]*)"', text)
+        wanted = {"katex.min.js", "auto-render.min.js", "katex.js", "katex.min.css"}
+        assert {Path(a).name for a in assets} >= wanted, f"{name} does not load KaTeX: {assets}"
+        assert all((page_dir / a).resolve().is_file() for a in assets), f"{name}: missing asset among {assets}"
+    css = (site / "assets" / "katex" / "katex.min.css").read_text()
+    fonts = set(re.findall(r"url\((fonts/[^)]+\.woff2)\)", css))
+    assert len(fonts) >= 15 and all((site / "assets" / "katex" / f).is_file() for f in fonts)
+    assert (site / "assets" / "katex" / "LICENSE").is_file()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the vendored KaTeX outside a browser")
+def test_katex_parses_every_formula_of_the_site(pages):
+    formulas = sorted({formula for text in pages.values() for formula in _formulas(text)})
+    assert formulas
+    script = """
+        const katex = require(process.argv[1]);
+        const failed = [];
+        for (const [display, tex] of JSON.parse(require("fs").readFileSync(0, "utf8"))) {
+            try { katex.renderToString(tex, {displayMode: display, throwOnError: true}); }
+            catch (error) { failed.push(tex + ": " + error.message); }
+        }
+        console.log(JSON.stringify(failed));"""
+    result = subprocess.run(["node", "-e", script, str(KATEX / "katex.min.js")], input=json.dumps(formulas),
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(result.stdout) == []
 
 
 def test_no_list_item_is_swallowed_by_a_paragraph(pages):
