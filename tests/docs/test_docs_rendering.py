@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 KATEX = DOCS / "assets" / "katex"
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|mod|exc|obj|const):`")
 FORMULA = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', flags=re.DOTALL)
 FENCE = re.compile(r"^ *(```|~~~).*?^ *\1", flags=re.MULTILINE | re.DOTALL)
 
@@ -143,3 +144,17 @@ def test_gaqat_step_list_renders_as_seven_items(pages):
         elif not tag.group(1) and depth == 1:
             items += 1
     assert items == 7
+
+
+def test_no_page_shows_a_sphinx_role(pages):
+    shown = {name: SPHINX_ROLE.findall(_article(text)) for name, text in pages.items()}
+    assert {name: roles for name, roles in shown.items() if roles} == {}
+
+
+def test_docstring_cross_references_are_links(pages):
+    """Roles such as ``:func:`quantize_model``` become links to the object's entry in the API reference."""
+    api = "".join(text for name, text in pages.items() if name.startswith("api/"))
+    links = re.findall(r'<a class="autorefs autorefs-internal" href="[^"]*#([\w.]+)"><code>', api)
+    assert len(links) >= 30, f"only {len(links)} docstring cross-reference links on the API pages"
+    anchors = {anchor for text in pages.values() for anchor in re.findall(r'\bid="([\w.]+)"', text)}
+    assert set(links) <= anchors
