@@ -6,7 +6,8 @@ every docstring of the package:
 
 * a target that names an object of a loaded package becomes an autorefs link ``[`Name`][full.path]``. The
   path is resolved the way Python would see the name from the docstring's own scope (its class, its module,
-  their imports), else by a package-wide search for a unique object of that name. ``from .x import x``
+  their imports), else by a package-wide search for a unique object of that name (of the role's kind,
+  when several kinds share the name). ``from .x import x``
   shadows the submodule ``x`` with the object ``x``, as in Python. An object without a docstring is not
   rendered by mkdocstrings, so the link goes to the closest enclosing object that has one (an instance
   attribute links to its class). If the linked object is on no page, autorefs reports the link and
@@ -36,6 +37,10 @@ ROLE = re.compile(r":(?:py:)?(?P<role>class|func|meth|data|attr|mod|exc|obj|cons
 """A Sphinx role in the Python domain: ``:role:`target``` or ``:role:`title <target>```."""
 
 CALLABLE_ROLES = frozenset({"func", "meth"})
+ROLE_KINDS = {"mod": griffe.Kind.MODULE, "class": griffe.Kind.CLASS, "exc": griffe.Kind.CLASS,
+              "func": griffe.Kind.FUNCTION, "meth": griffe.Kind.FUNCTION, "data": griffe.Kind.ATTRIBUTE,
+              "attr": griffe.Kind.ATTRIBUTE, "const": griffe.Kind.ATTRIBUTE}
+"""The kind of object each role names: a short name that several objects share is looked up among that kind."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,18 @@ def _identifier(obj: griffe.Object | griffe.Alias, role: str) -> str:
     return obj.path
 
 
+def _resolve_in_scope(owner: griffe.Object, name: str) -> str | None:
+    """Where ``name`` points as seen from ``owner``: its own members, then those of its enclosing class(es),
+    then its module's (definitions and imports), as Sphinx looks a name up; None when none has it."""
+    scope: griffe.Object | None = owner
+    while scope is not None:
+        if name in scope.members:
+            member = scope.members[name]
+            return member.target_path if member.is_alias else member.path
+        scope = None if scope.is_module else scope.parent
+    return None
+
+
 def _walk(obj: griffe.Object) -> Iterator[griffe.Object]:
     """``obj`` and every object defined inside it (re-exports are skipped: their docstring is their target's)."""
     yield obj
@@ -146,9 +163,9 @@ class SphinxRolesToAutorefs(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: object) -> None:
         """Rewrite the docstrings of ``pkg`` once it is fully loaded (so every name in it can be resolved)."""
         collection = loader.modules_collection
-        by_name: dict[str, set[str]] = defaultdict(set)
+        by_name: dict[str, dict[str, griffe.Kind]] = defaultdict(dict)
         for obj in _walk(pkg):
-            by_name[obj.name].add(obj.path)
+            by_name[obj.name][obj.path] = obj.kind
         for obj in _walk(pkg):
             if obj.docstring is not None and ROLE.search(obj.docstring.value):
                 obj.docstring.value = rewrite_roles(
@@ -157,22 +174,23 @@ class SphinxRolesToAutorefs(griffe.Extension):
 
     @staticmethod
     def _resolve(owner: griffe.Object, role: str, target: str, collection: griffe.ModulesCollection,
-                 by_name: dict[str, set[str]]) -> str | None:
+                 by_name: dict[str, dict[str, griffe.Kind]]) -> str | None:
         """The identifier ``target`` names, seen from ``owner``'s docstring; None for an object outside the packages."""
         head, _, rest = target.partition(".")
         if head in collection:
             path = target
+        elif (in_scope := _resolve_in_scope(owner, head)) is not None:
+            path = in_scope + (f".{rest}" if rest else "")
         else:
-            try:
-                path = owner.resolve(head) + (f".{rest}" if rest else "")
-            except griffe.NameResolutionError:
-                found = by_name.get(head, set())
-                if len(found) != 1:
-                    why = "no object of that name" if not found else f"ambiguous: {', '.join(sorted(found))}"
-                    LOGGER.warning("%s: cannot resolve the Sphinx role target %r (%s); shown as code. Write the "
-                                   "full path, e.g. :func:`~package.module.name`.", owner.path, target, why)
-                    return None
-                path = next(iter(found)) + (f".{rest}" if rest else "")
+            found = by_name.get(head, {})
+            if len(found) > 1 and not rest and (kind := ROLE_KINDS.get(role)):
+                found = {path: k for path, k in found.items() if k is kind} or found
+            if len(found) != 1:
+                why = "no object of that name" if not found else f"ambiguous: {', '.join(sorted(found))}"
+                LOGGER.warning("%s: cannot resolve the Sphinx role target %r (%s); shown as code. Write the "
+                               "full path, e.g. :func:`~package.module.name`.", owner.path, target, why)
+                return None
+            path = next(iter(found)) + (f".{rest}" if rest else "")
         if path.partition(".")[0] not in collection:
             return None  # another library's object (torch, transformers): no page here to link to
         obj = _lookup(collection, path)

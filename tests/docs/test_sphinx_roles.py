@@ -32,7 +32,8 @@ sphinx_roles = _load_hook()
 PACKAGE = {
     "__init__.py": "from demo.core import Engine, run\nfrom demo.calibrate import calibrate\n",
     "calibrate.py": 'def calibrate():\n    "Calibrate."\n',
-    "util.py": 'def helper():\n    "Help."\n',
+    "util.py": 'def helper():\n    "Help."\n\ndef report():\n    "Report."\n',
+    "report.py": 'def other():\n    "Other."\n',
     "core.py": textwrap.dedent('''
         import torch
 
@@ -70,6 +71,8 @@ def test_examples_in_the_extension_hold():
     (":class:`demo.Engine`", "[`demo.Engine`][demo.core.Engine]"),                       # re-export: defining path
     (":meth:`Engine.start`", "[`Engine.start()`][demo.core.Engine.start]"),              # attribute of a name
     (":func:`helper`", "[`helper()`][demo.util.helper]"),                                # unique name elsewhere
+    (":func:`report`", "[`report()`][demo.util.report]"),                                # ... the function, not the module
+    (":mod:`report`", "[`report`][demo.report]"),                                         # ... the module, not the function
     (":func:`demo.calibrate`", "[`demo.calibrate()`][demo.calibrate.calibrate]"),        # shadowed submodule
     (":mod:`demo.calibrate`", "[`demo.calibrate`][demo.calibrate]"),                     # ... asked as a module
     (":attr:`Engine.speed`", "[`Engine.speed`][demo.core.Engine]"),                      # no docstring: its class
