@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints/dev.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs docs-screenshots bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
+
+# not part of CI: needs Chromium (apt-get install -y chromium); see docs-screenshots/README.md
+docs-screenshots: $(STAMP)
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[screenshots]"
+	$(PY) docs-screenshots/take_screenshots.py
 
 bench: $(STAMP)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[bench]"
