@@ -19,6 +19,7 @@ from gaqat_wrap.quant import (
     quant_report,
     quantize_model,
     step_sizes,
+    unquantize_model,
 )
 from gaqat_wrap.second_pass import protect_running_stats, second_pass
 
@@ -43,4 +44,5 @@ __all__ = [
     "quantize_model",
     "second_pass",
     "step_sizes",
+    "unquantize_model",
 ]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaqat_wrap import QuantConfig, calibrate, format_report, param_groups, quant_report, quantize_model, second_pass
-from gaqat_wrap.quant.layers import LINEAR, LayerAdapter, QuantizedLayer, register_adapter
+from gaqat_wrap.quant.layers import LINEAR, LayerAdapter, QuantizedLayer
 from gaqat_wrap.quant.quantizer import LSQQuantizer, step_sizes
 
 
@@ -161,7 +161,7 @@ def test_include_and_exclude_globs():
 
 
 def test_overrides_with_bits_and_tuples_first_match_wins():
-    net = quantize_model(SmallConvNet(), bits=4, overrides={"grouped": (8, 6), "conv*": 3, "*": 5})
+    net = quantize_model(SmallConvNet(), bits=4, overrides={"grouped": (8, 6), "conv*": 3, "[!sh]*": 5})
     bits = {r.name: (r.weight_bits, r.input_bits) for r in quant_report(net) if r.quantized}
     assert bits == {"grouped": (8, 6), "depthwise": (5, 5), "conv1d": (3, 3), "fc": (5, 5)}
 
@@ -220,15 +220,15 @@ def test_subclass_with_its_own_forward_is_skipped_with_a_reason_and_left_unchang
     assert torch.equal(custom(h), nn.Conv2d.forward(custom, h) * 2)
 
 
-def test_register_adapter_teaches_a_custom_class(images):
+def test_config_adapters_teach_a_custom_class(images):
     class DoubledWeightConv(nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self._conv_forward(x, self.weight * 2, self.bias)
 
-    register_adapter(DoubledWeightConv, LayerAdapter(lambda m: m.weight * 2, lambda m, x, w: m._conv_forward(x, w, m.bias)))
+    adapters = {DoubledWeightConv: LayerAdapter(lambda m: m.weight * 2, lambda m, x, w: m._conv_forward(x, w, m.bias))}
     net = nn.Sequential(nn.Conv2d(3, 4, 1), DoubledWeightConv(4, 4, 3), nn.Conv2d(4, 2, 1))
     fp = copy.deepcopy(net)
-    quantize_model(net, bits=8, act_bits=8)
+    quantize_model(net, bits=8, act_bits=8, adapters=adapters)
     layer = net[1]
     assert isinstance(layer, DoubledWeightConv) and isinstance(layer, QuantizedLayer)
     assert torch.equal(layer.effective_weight(), fp[1].weight * 2)
