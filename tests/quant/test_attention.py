@@ -338,7 +338,8 @@ def test_torchvision_vit_attention_equals_torch_on_explicitly_quantized_inputs_a
 def test_torchvision_vit_trains_with_the_sam_second_pass():
     model = quantize_model(vision_transformer(), bits=4)
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    scales = {name: p for name, p in model.named_parameters() if is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    scales = {name: p for name, p in model.named_parameters() if id(p) in scale_ids}
     passes = []
 
     def closure():
@@ -347,7 +348,7 @@ def test_torchvision_vit_trains_with_the_sam_second_pass():
         passes.append({name: p.grad.clone() for name, p in scales.items() if p.grad is not None})
         return loss
 
-    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), sam_rho=0.05)
+    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), model=model, sam_rho=0.05)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     loss = optimizer.step(closure)
     assert torch.isfinite(loss) and len(passes) == 2
