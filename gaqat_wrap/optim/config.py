@@ -12,8 +12,9 @@ from typing import Any
 
 VARIANTS = ("sam", "sagm")
 """SAM-family variants (``adaptive=True`` turns either into its ASAM form)."""
-METRICS = ("cosine", "sign")
-"""Per-step conflict tests (``docs/concepts/gaqat.md``, step 5)."""
+METRICS = ("cosine", "sign", "calibrated")
+"""Conflict tests (``docs/concepts/gaqat.md``, step 5): the paper's per-step ``"cosine"`` / ``"sign"`` flags with a
+disorder threshold, or the ``"calibrated"`` test against random perturbations of the same size."""
 FREEZE_MODES = ("all", "smooth")
 """What a frozen step size loses: its whole gradient, or only the sharpness part."""
 RHO_GROUP_KEY = "sam_rho"
@@ -37,9 +38,19 @@ class GAQATConfig:
         freeze_mode: ``"all"`` drops a frozen scale's whole gradient (the base optimizer
             skips it: no momentum drift, no weight decay); ``"smooth"`` keeps only its
             task part g_task = g0.
-        metric: ``"cosine"`` (conflict when cos(g_task, g_smooth) < 0) or ``"sign"``
+        metric: ``"cosine"`` (conflict when cos(g_task, g_smooth) < 0), ``"sign"``
             (conflict when more than half of the elements with a non-zero product
-            g_task·g_smooth have opposite signs).
+            g_task·g_smooth have opposite signs), or ``"calibrated"``: a step size is frozen
+            when the mean cosine over its window lies below the mean cosine measured for
+            random perturbations of the same per-parameter norm (the null), by a one-sided
+            Welch t-test at level ``alpha``; ``freeze_threshold`` then only switches freezing
+            on (any value) or off (``None``). Needs ``step(closure)`` (a third pass).
+        alpha: the calibrated test's one-sided level: the share of step sizes it freezes
+            when nothing but noise separates the two perturbations, at most (0 < alpha < 0.5).
+        null_every: the calibrated metric runs its random-direction pass every this many steps
+            (its window holds the last ``window`` such measurements; cost: one extra
+            forward + backward per ``null_every`` steps).
+        null_seed: seed of the random directions (the same on every DDP rank).
         variant: ``"sam"`` (Foret et al.; update with g1) or ``"sagm"`` (Wang et al. 2023;
             second pass at θ + ε − α g0, update with (g0 + g1) / 2 as in the authors' code).
         adaptive: ASAM (Kwon et al. 2021): ε = ρ T² g / ‖T g‖ with T = |w| + eta.
@@ -70,6 +81,9 @@ class GAQATConfig:
     sagm_alpha: float = 0.001
     perturb_scales: bool = False
     eps: float = 1e-12
+    alpha: float = 0.05
+    null_every: int = 5
+    null_seed: int = 0
 
     def __post_init__(self) -> None:
         check_non_negative("sam_rho", self.sam_rho)
@@ -89,6 +103,13 @@ class GAQATConfig:
         check_choice("freeze_mode", self.freeze_mode, FREEZE_MODES)
         check_choice("metric", self.metric, METRICS)
         check_choice("variant", self.variant, VARIANTS)
+        if not is_finite_number(self.alpha) or not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5) (a one-sided test level), got {self.alpha!r}")
+        check_positive_int("null_every", self.null_every)
+        if isinstance(self.null_seed, bool) or not isinstance(self.null_seed, int):
+            raise ValueError(f"null_seed must be an integer, got {self.null_seed!r}")
+        if self.metric == "calibrated" and self.window < 4:
+            raise ValueError(f"metric='calibrated' needs window >= 4 (a t-test over the window), got {self.window}")
         for name in ("permanent_freeze", "adaptive", "perturb_scales"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")

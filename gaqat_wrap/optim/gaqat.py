@@ -41,7 +41,8 @@ from torch.utils.hooks import RemovableHandle
 
 from gaqat_wrap.caller_warnings import warn_at_caller
 from gaqat_wrap.optim.config import RHO_GROUP_KEY, GAQATConfig, is_finite_number
-from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, scale_grad_conflict
+from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, cosine, scale_grad_conflict
+from gaqat_wrap.optim.null import null_generator, random_perturbations
 from gaqat_wrap.optim.snapshot import BufferSnapshot
 from gaqat_wrap.optim.strategies import strategy_for
 from gaqat_wrap.quant.param_groups import STEP_SIZE_ROLES_KEY
@@ -105,6 +106,9 @@ class _Pending:
     measured: list[bool]
     g0_all: dict[Tensor, Tensor]
     finite: Tensor
+    epsilon_norms: list[Tensor] | None = None
+    null_scales: Tensor | None = None
+    null_measured: list[bool] | None = None
 
 
 class _Unset:
@@ -245,6 +249,7 @@ class GAQATOptimizer(Optimizer):
         self.skipped_steps = 0
         self._warned_mostly_frozen = False
         self._checked_scale_lr = False
+        self._in_step = False
         if model is None and scales is None and not self._group_roles() and config.freeze_threshold is not None:
             warn_at_caller("GAQATOptimizer was not told which parameters are quantizer step sizes, so it measures no "
                            "conflicts and freezes nothing: pass model=model (or build the base optimizer on "
@@ -392,15 +397,20 @@ class GAQATOptimizer(Optimizer):
             if self._single_pass():
                 done = self._base_step(loss)
             else:
+                self._in_step = True
                 self.first_step(loss=loss)
                 with second_pass(), torch.enable_grad():
                     second_loss = _detached_loss(closure(), "second")
+                if self._pending is not None and self._pending.epsilon_norms is not None:
+                    self._null_pass(closure)
                 done = self.second_step(loss=second_loss)
         except BaseException:
             self.abandon_step()
             if snapshot is not None:
                 snapshot.restore()
             raise
+        finally:
+            self._in_step = False
         if not done and snapshot is not None:
             snapshot.restore()
         return loss if loss is not None else second_loss
@@ -456,6 +466,11 @@ class GAQATOptimizer(Optimizer):
                     rhos.append(rho)
         if not params:
             raise RuntimeError("first_step() found no gradient: run the first forward + backward before it")
+        calibrated = self.config.metric == "calibrated"
+        if calibrated and not self._in_step:
+            raise RuntimeError("metric='calibrated' runs a third, random-direction pass that needs the closure: use "
+                               "optimizer.step(closure) (or step(FirstPassDone(replay))) instead of first_step()/second_step()")
+        null_step = calibrated and self._completed_steps % self.config.null_every == 0
         # 1. g0: its finiteness, and a copy of the step sizes' part.
         finite = self._finite([p.grad for p in params], loss)
         scales, roles = self._scale_roles()
@@ -466,14 +481,17 @@ class GAQATOptimizer(Optimizer):
         is_scale = set(scales)
         eligible = [(p, rho) for p, rho in zip(params, rhos, strict=True)
                     if self.config.perturb_scales or p not in is_scale]
-        perturbed, backup = [], []
+        perturbed, backup, norms = [], [], []
         epsilons = self.strategy.perturbations([p for p, _ in eligible], [rho for _, rho in eligible])
         for (p, rho), e in zip(eligible, epsilons, strict=True):
             if rho > 0:
                 backup.append(p.detach().clone())
                 perturbed.append(p)
+                if null_step:
+                    norms.append(torch.linalg.vector_norm(e))
                 p.add_(e)
-        self._pending = _Pending(perturbed, backup, scales, roles, g0_scales, measured, g0_all, finite)
+        self._pending = _Pending(perturbed, backup, scales, roles, g0_scales, measured, g0_all, finite,
+                                 epsilon_norms=norms if null_step else None)
         self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
@@ -505,7 +523,10 @@ class GAQATOptimizer(Optimizer):
             raise RuntimeError("no parameter has a gradient after the second pass: the closure must call "
                                "loss.backward() every time it runs (the step was abandoned, θ restored)")
         self._pending = None
-        finite = self._agreed(torch.stack([pending.finite, self._finite(grads, loss)]))   # (first pass, second pass)
+        second_finite = self._finite(grads, loss)
+        if pending.null_scales is not None:   # the null pass counts as part of the second pass
+            second_finite = second_finite & torch.isfinite(pending.null_scales).all()
+        finite = self._agreed(torch.stack([pending.finite, second_finite]))   # (first pass, second pass)
         # 4. restore θ by copy (exact in any dtype, drops NaN)
         if pending.perturbed:
             torch._foreach_copy_(pending.perturbed, pending.backup)
@@ -513,12 +534,24 @@ class GAQATOptimizer(Optimizer):
         tracker = self._conflict_tracker(pending.roles, pending.g0_scales.device)
         g1_scales, measured1 = self._flat_scale_grads(pending.scales)
         measured = [a and b for a, b in zip(pending.measured, measured1, strict=True)]
-        flags = torch.zeros(0, dtype=torch.bool, device=tracker.device)
+        flags = cosines = null_cosines = None
         if pending.scales:
             segments = self._segment_ids(pending.scales)
             stats = scale_grad_conflict(pending.g0_scales, g1_scales - pending.g0_scales, segments, len(pending.scales))
-            flags = conflict_flags(stats, self.config.metric)
-        proposal = tracker.propose(flags, measured)
+            cosines = cosine(stats)
+            if pending.null_scales is not None:
+                null_stats = scale_grad_conflict(pending.g0_scales, pending.null_scales - pending.g0_scales, segments,
+                                                 len(pending.scales))
+                null_cosines = cosine(null_stats)
+            null_mean = tracker.null_mean() if null_cosines is None else None
+            flags = conflict_flags(stats, self.config.metric, null_mean)
+        else:
+            flags = torch.zeros(0, dtype=torch.bool, device=tracker.device)
+        null_measured = None
+        if pending.null_measured is not None:
+            null_measured = [a and b for a, b in zip(pending.measured, pending.null_measured, strict=True)]
+        proposal = tracker.propose(flags, measured, cosines=cosines, null_cosines=null_cosines,
+                                   null_measured=null_measured)
         # The one host read of the step: skip or not, and (at a decision) the new frozen flags with it.
         read = finite if proposal.frozen is None else torch.cat([finite, proposal.frozen.to(finite.device)])
         values = read.tolist()
@@ -561,6 +594,30 @@ class GAQATOptimizer(Optimizer):
         if pending is not None and pending.perturbed:
             torch._foreach_copy_(pending.perturbed, pending.backup)
         self.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def _null_pass(self, closure: Closure) -> None:
+        """The calibrated metric's null: the step sizes' gradient at θ + a random ε of the same per-parameter norm.
+
+        Runs between the second pass and :meth:`second_step`; g1 is set aside and put back, θ is
+        restored by ``second_step`` as usual.
+        """
+        pending = self._pending
+        assert pending is not None and pending.epsilon_norms is not None
+        params = [p for group in self.param_groups for p in group["params"]]
+        g1 = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        if pending.perturbed:
+            generator = null_generator(pending.perturbed[0].device, self.config.null_seed, self._completed_steps)
+            directions = random_perturbations(pending.perturbed, pending.epsilon_norms, generator)
+            for p, start, e in zip(pending.perturbed, pending.backup, directions, strict=True):
+                p.copy_(start).add_(e)
+        with second_pass(), torch.enable_grad():
+            closure()
+        pending.null_scales, pending.null_measured = self._flat_scale_grads(pending.scales)
+        for p, g in zip(params, g1, strict=True):
+            p.grad = g
 
     def _freeze(self, pending: _Pending, frozen: list[bool]) -> None:
         """Frozen step sizes lose their whole gradient (``"all"``) or keep only g_task = g0 (``"smooth"``)."""
