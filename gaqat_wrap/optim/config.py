@@ -43,7 +43,7 @@ class GAQATConfig:
             g_task·g_smooth have opposite signs), or ``"calibrated"``: a step size is frozen
             when the mean cosine over its window lies below the mean cosine measured for
             random perturbations of the same per-parameter norm (the null), by a one-sided
-            Welch t-test at level ``alpha``; ``freeze_threshold`` then only switches freezing
+            Welch t-test at level ``alpha`` (conservative degrees of freedom); ``freeze_threshold`` then only switches freezing
             on (any value) or off (``None``). Needs ``step(closure)`` (a third pass).
         alpha: the calibrated test's one-sided level: the share of step sizes it freezes
             when nothing but noise separates the two perturbations, at most (0 < alpha < 0.5).

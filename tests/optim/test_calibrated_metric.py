@@ -61,10 +61,10 @@ def sizes_times(copies: int) -> list[int]:
     return [n for n in SIZES for _ in range(copies)]
 
 
-@pytest.mark.parametrize("null_every", [1, 3])
+@pytest.mark.parametrize("null_every", [1, 5])
 def test_without_a_planted_conflict_at_most_alpha_of_the_step_sizes_freeze(null_every):
-    """Pooled over three seeds of 200 step sizes each (1 to 1024 entries). Measured over 8 seeds: 2.3% with a null
-    every step (the null shares g0 with the second pass: conservative), 3.5% with a null every third step."""
+    """Pooled over three seeds of 200 step sizes each (1 to 1024 entries). bench/bench_calibrated_metric.py measures
+    0.9% with a null every step (it shares g0 with the second pass: conservative) and 4.1% with one every fifth."""
     frozen, total, window = 0, 0, 10
     for seed in range(3):
         toy = Synthetic(sizes_times(25), planted=set(), beta=0.0, seed=seed)
