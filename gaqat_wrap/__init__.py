@@ -8,17 +8,17 @@ Examples:
 """
 
 from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model
-from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
+from gaqat_wrap.optim import FirstPassDone, GAQATConfig, GAQATOptimizer
 from gaqat_wrap.quant import (
     LayerReport,
     LSQQuantizer,
     QuantConfig,
     calibrate,
     format_report,
-    is_scale_parameter,
     param_groups,
     quant_report,
     quantize_model,
+    step_sizes,
     unquantize_model,
 )
 from gaqat_wrap.second_pass import protect_running_stats, second_pass
@@ -26,6 +26,7 @@ from gaqat_wrap.second_pass import protect_running_stats, second_pass
 __version__ = "0.1.0"
 
 __all__ = [
+    "FirstPassDone",
     "GAQATConfig",
     "GAQATOptimizer",
     "LSQQuantizer",
@@ -36,12 +37,12 @@ __all__ = [
     "export_integer_model",
     "export_onnx_qdq",
     "format_report",
-    "is_scale_parameter",
     "load_integer_model",
     "param_groups",
     "protect_running_stats",
     "quant_report",
     "quantize_model",
     "second_pass",
+    "step_sizes",
     "unquantize_model",
 ]

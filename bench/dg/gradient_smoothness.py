@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaqat_wrap.quant import step_sizes
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import lsq_grad_scale
-from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
 from gaqat_wrap.training.config import TrainConfig
 from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
 
@@ -72,7 +72,8 @@ def _median_of_numbers(values: list[float]) -> float:
 def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, float]:
     """Gradient change statistics of ``model`` for a SAM step of radius ``rho`` on each of ``batches``."""
     params = [p for p in model.parameters() if p.requires_grad]
-    is_scale = [is_scale_parameter(p) for p in params]
+    role_of = {p: role for role, p in step_sizes(model).items()}
+    is_scale = [p in role_of for p in params]
 
     def grads(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         model.zero_grad(set_to_none=True)
@@ -100,7 +101,7 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
         for p, a, b, s in zip(params, g0, g1, is_scale, strict=True):
             if s and a.abs().sum() > 0:
                 a, b = a.flatten(), b.flatten()
-                conflict["weight" if scale_role(p).endswith(".weight") else "input"].append(_cos(a, b - a) < 0)
+                conflict["weight" if role_of[p].endswith(".weight") else "input"].append(_cos(a, b - a) < 0)
                 cos_scale.append(_cos(a, b))
 
     def share(flags: list[bool]) -> float:

@@ -2,16 +2,19 @@
 
 from gaqat_wrap.optim.config import GAQATConfig
 from gaqat_wrap.optim.conflict import ConflictTracker, ScaleStatus, conflict_flags, scale_grad_conflict
-from gaqat_wrap.optim.gaqat import GAQATOptimizer
-from gaqat_wrap.optim.perturbation import iter_perturbation, perturbation
+from gaqat_wrap.optim.gaqat import FirstPassDone, GAQATOptimizer
+from gaqat_wrap.optim.strategies import ASAM, SAGM, SAM, strategy_for
 
 __all__ = [
+    "ASAM",
+    "SAGM",
+    "SAM",
     "ConflictTracker",
+    "FirstPassDone",
     "GAQATConfig",
     "GAQATOptimizer",
     "ScaleStatus",
     "conflict_flags",
-    "iter_perturbation",
-    "perturbation",
     "scale_grad_conflict",
+    "strategy_for",
 ]

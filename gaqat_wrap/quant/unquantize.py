@@ -59,7 +59,7 @@ def unquantize_model(model: nn.Module, *, bake_weights: bool = False) -> nn.Modu
     quantized model still holds the removed step sizes: build a new one.
 
     Raises ``ValueError`` for a model without quantized layers (nothing to
-    undo) and ``TypeError`` for integer layers made by :mod:`gaqat_wrap.export`
+    undo) and ``TypeError`` for integer layers made by ``gaqat_wrap.export``
     (their float weights are gone).
 
     Examples:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaqat_wrap import GAQATOptimizer, calibrate, format_report, quant_report, quantize_model
-from gaqat_wrap.quant import QuantizedAttention, QuantizedLayer, is_scale_parameter
+from gaqat_wrap.quant import QuantizedAttention, QuantizedLayer, step_sizes
 from gaqat_wrap.quant.attention import quantize_attention
 
 from zoo_checks import wake_up  # isort: skip
@@ -197,7 +197,8 @@ def test_every_step_size_changes_the_output_and_gets_a_gradient():
     attn, _ = quantized_attention(batch_first=True)
     query, key, value = inputs(True)
     attn(query, key, value)
-    scales = {name: p for name, p in attn.named_parameters() if is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(attn).values()}
+    scales = {name: p for name, p in attn.named_parameters() if id(p) in scale_ids}
     assert set(scales) == {"in_proj_weight_quantizer.scale", "input_quantizer.scale",
                            "out_proj.weight_quantizer.scale", "out_proj.input_quantizer.scale"}
     output, _ = attn(query, key, value)
@@ -313,7 +314,8 @@ def test_torchvision_vit_attention_is_quantized_and_reported_truthfully():
     assert all(r.quantized for name, r in rows.items() if name not in ("conv_proj", "heads.head"))
     expected = {f"{block}.{part}" for part in ("in_proj_weight_quantizer.scale", "input_quantizer.scale",
                                               "out_proj.weight_quantizer.scale", "out_proj.input_quantizer.scale")}
-    assert expected <= {name for name, p in model.named_parameters() if is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    assert expected <= {name for name, p in model.named_parameters() if id(p) in scale_ids}
 
 
 def test_torchvision_vit_attention_equals_torch_on_explicitly_quantized_inputs_and_weights():
@@ -336,7 +338,8 @@ def test_torchvision_vit_attention_equals_torch_on_explicitly_quantized_inputs_a
 def test_torchvision_vit_trains_with_the_sam_second_pass():
     model = quantize_model(vision_transformer(), bits=4)
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    scales = {name: p for name, p in model.named_parameters() if is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    scales = {name: p for name, p in model.named_parameters() if id(p) in scale_ids}
     passes = []
 
     def closure():
@@ -345,7 +348,7 @@ def test_torchvision_vit_trains_with_the_sam_second_pass():
         passes.append({name: p.grad.clone() for name, p in scales.items() if p.grad is not None})
         return loss
 
-    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), sam_rho=0.05)
+    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), model=model, sam_rho=0.05)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     loss = optimizer.step(closure)
     assert torch.isfinite(loss) and len(passes) == 2

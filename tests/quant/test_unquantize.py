@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaqat_wrap import calibrate, quant_report, quantize_model, second_pass, unquantize_model
-from gaqat_wrap.quant import LSQQuantizer, is_scale_parameter
+from gaqat_wrap.quant import LSQQuantizer, step_sizes
 
 timm = pytest.importorskip("timm")
 
@@ -60,7 +60,8 @@ def quantized(**options) -> tuple[nn.Module, nn.Module]:
 def test_unquantize_restores_classes_parameters_and_state_dict_keys():
     model, fp = quantized()
     keys = list(fp.state_dict())
-    params = {name: p for name, p in model.named_parameters() if not is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    params = {name: p for name, p in model.named_parameters() if id(p) not in scale_ids}
     unquantize_model(model)
     assert list(model.state_dict()) == keys
     assert [(n, type(m)) for n, m in model.named_modules()] == [(n, type(m)) for n, m in fp.named_modules()]
@@ -162,7 +163,7 @@ def test_quantize_model_works_again_after_unquantize():
     assert list(model.state_dict()) == first_keys
     assert [(r.name, r.quantized, r.weight_bits) for r in quant_report(model)] == first_report
     model(images()).sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if is_scale_parameter(p))
+    assert all(p.grad is not None for p in step_sizes(model).values())
 
 
 def test_fused_transformer_paths_come_back_and_batchnorm_hooks_are_harmless():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from accelerate.utils import set_seed
 
-from gaqat_wrap.quant import is_scale_parameter, quant_report
+from gaqat_wrap.quant import quant_report, step_sizes
 from gaqat_wrap.training import build_run_inputs, quantize_and_calibrate
 
 
 def _scales(model: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in model.parameters() if is_scale_parameter(p)]
+    return [p.detach().clone() for p in step_sizes(model).values()]
 
 
 def test_run_inputs_match_the_splits_and_the_model(tiny_config) -> None:
