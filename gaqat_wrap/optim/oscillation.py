@@ -38,6 +38,8 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +52,14 @@ from gaqat_wrap.optim.config import check_positive_int
 from gaqat_wrap.optim.dampening import layers_dampening_loss
 from gaqat_wrap.optim.gaqat import GAQATOptimizer
 from gaqat_wrap.optim.oscillation_config import OscillationConfig
-from gaqat_wrap.optim.weight_integers import TrackedLayer, tracked_layers
+from gaqat_wrap.optim.weight_integers import BLOCK_ELEMENTS, TrackedLayer, tracked_layers
 
 RENORMALIZE_AT = 2.0 ** 20
 """The scaled EMAs are brought back to scale 1 when the implicit decay factor ``(1 − m)^−k`` exceeds this."""
 
 TRACKED_ONLY = ("tracked only: the layer computes its effective weight from the Parameter (e.g. weight "
                 "standardisation), so writing the Parameter cannot pin an integer")
+"""The report's note for layers that are tracked but never frozen."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,31 @@ class _State:
     def decay(self, momentum: float) -> float:
         """(1 − m)^k: multiply a scaled value by it to read the EMA."""
         return (1.0 - momentum) ** self.decay_steps
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one intra-op thread (no-op on other devices or with one thread).
+
+    The freezer's work is a few hundred small, memory-bound ops per update. On a CPU shared with
+    other processes, every multi-threaded op waits for all its threads to be scheduled: measured on a
+    loaded 2-core machine (resnet18, 11M tracked weights, interleaved), one update took 0.47 s of CPU
+    time on two threads and 0.14 s on one.
+
+    Examples:
+        >>> with one_cpu_thread(torch.device("cpu")):
+        ...     torch.get_num_threads()
+        1
+    """
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _update_optimizer(optimizer: Optimizer) -> Optimizer:
@@ -246,11 +274,12 @@ class OscillationFreezer:
     @torch.no_grad()
     def _after_update(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         self._steps += 1
-        self._pin(self._pinned)
-        self._track()
-        threshold = self.threshold
-        if threshold is not None:
-            self._freeze(threshold)
+        with one_cpu_thread(self._state.integer.device):
+            self._pin(self._pinned)
+            self._track()
+            threshold = self.threshold
+            if threshold is not None:
+                self._freeze(threshold)
 
     # -- the algorithm -------------------------------------------------------------------
     @torch.no_grad()
@@ -262,14 +291,11 @@ class OscillationFreezer:
                        direction=torch.zeros(total, dtype=torch.int8, device=device),
                        frequency=torch.zeros(total, device=device), ema_offset=torch.zeros(total, device=device),
                        delta=torch.zeros(total, dtype=dtype, device=device),
-                       scratch=torch.zeros(max(layer.numel for layer in self.layers), device=device))
-        self._integers_into(state, state.integer)
-        return state
-
-    def _integers_into(self, state: _State, target: Tensor) -> None:
+                       scratch=torch.zeros(max(BLOCK_ELEMENTS, *(layer.numel // layer.weight.shape[0]
+                                                                  for layer in self.layers)), device=device))
         for layer in self.layers:
-            integers = layer.integers(out=state.scratch[:layer.numel])
-            target[layer.offset:layer.offset + layer.numel].copy_(integers.reshape(-1))
+            layer.write_integers(state.integer[layer.offset:layer.offset + layer.numel], state.scratch)
+        return state
 
     def _pin(self, pinned: dict[str, _Pinned]) -> None:
         """Write s * q_frozen into the frozen weights (the update, weight decay or momentum moved them)."""
@@ -282,9 +308,11 @@ class OscillationFreezer:
     def _track(self) -> None:
         state, momentum = self._state, self.config.momentum
         delta = state.delta
-        self._integers_into(state, delta)
-        delta.sub_(state.integer)                     # Δ_t = q_t − q_{t−1}
-        state.integer.add_(delta)                     # q_t
+        for layer in self.layers:   # layer by layer, while its integers are in cache
+            part = slice(layer.offset, layer.offset + layer.numel)
+            layer.write_integers(delta[part], state.scratch)
+            delta[part].sub_(state.integer[part])     # Δ_t = q_t − q_{t−1}
+            state.integer[part].add_(delta[part])     # q_t
         state.decay_steps += 1
         growth = 1.0 / state.decay(momentum)          # (1 − m)^−k
         changed = delta.nonzero().squeeze(1)
