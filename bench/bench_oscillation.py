@@ -35,28 +35,15 @@ import time
 from pathlib import Path
 
 import torch
+from bench_gaqat_step import build  # the same W4A4 timm model, input and labels as the GAQAT step benchmark
 from torch import nn
 
-from gaqat_wrap import calibrate, quantize_model
 from gaqat_wrap.optim import OscillationFreezer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oscillation.json"
 CONFIGS = ("qat", "qat+freezer", "qat+freezer+dampening")
 FREEZER_OPTIONS = {"momentum": 0.2, "freeze_threshold": 0.3, "freeze_threshold_final": 0.3, "warm_start": 0.0}
 """A schedule that is in its freezing phase from the first step and freezes within the warm-up."""
-
-
-def build(model_name: str, batch: int, img: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model(model_name, pretrained=False, num_classes=10)
-    quantize_model(model, bits=4, weight_init="lsq", act_init="lsq")
-    x = torch.randn(batch, 3, img, img)
-    y = torch.randint(0, 10, (batch,))
-    calibrate(model, [x])
-    model.train()
-    return model, x, y
 
 
 class HookTimer:
