@@ -379,3 +379,26 @@ def test_counts_only_the_updates_accelerate_makes_under_gradient_accumulation():
             optimizer.step()
             optimizer.zero_grad()
     assert freezer.steps == 6
+
+
+def test_bad_options_and_models_are_refused_with_what_to_do():
+    from gaqat_wrap import quantize_model
+
+    model, _ = build("mlp")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="momentum must be below freeze_threshold_final"):
+        OscillationFreezer(model, optimizer, total_steps=10, momentum=0.05, freeze_threshold_final=0.01)
+    with pytest.raises(ValueError, match="pass freeze_threshold=None to track only"):
+        OscillationConfig(freeze_threshold=1.5)
+    with pytest.raises(ValueError, match="warm_start"):
+        OscillationConfig(warm_start=1.0)
+    with pytest.raises(ValueError, match="dampening_reduction"):
+        OscillationConfig(dampening_reduction="max")
+    with pytest.raises(ValueError, match="total_steps"):
+        OscillationFreezer(model, optimizer, total_steps=0)
+    with pytest.raises(ValueError, match="quantize the model first"):
+        OscillationFreezer(nn.Linear(2, 2), optimizer, total_steps=10)
+    eight_bit = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)),
+                               bits=4, overrides={"2": 8})
+    report = OscillationFreezer(eight_bit, torch.optim.SGD(eight_bit.parameters(), lr=0.1), total_steps=10).report()
+    assert [(s.role, s.note) for s in report] == [("1.weight", ""), ("2.weight", "not tracked: 8 weight bits > max_bits=4")]
