@@ -21,7 +21,8 @@ Usage:
     python bench/bench_oscillation.py [--models resnet18 vit_tiny_patch16_224 mobilenetv3_large_100]
                                       [--rounds 4] [--steps 3] [--batch 8] [--img 224]
 
-Writes bench/results/oscillation.json.
+Writes bench/results/oscillation.json and the table bench/results/oscillation.md (included by
+docs/concepts/oscillations.md, section "Cost").
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torch import nn
 from gaqat_wrap.optim import OscillationFreezer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oscillation.json"
+TABLE = RESULTS.with_suffix(".md")
 CONFIGS = ("qat", "qat+freezer", "qat+freezer+dampening")
 FREEZER_OPTIONS = {"momentum": 0.2, "freeze_threshold": 0.3, "freeze_threshold_final": 0.3, "warm_start": 0.0}
 """A schedule that is in its freezing phase from the first step and freezes within the warm-up."""
@@ -144,6 +146,35 @@ def measure(model_name: str, rounds: int, steps: int, batch: int, img: int, warm
     return row
 
 
+def markdown(results: dict) -> str:
+    """The cost table with the set-up it was measured in."""
+    setup = results["setup"]
+    lines = [
+        "| model | tracked weights | QAT step (median) | freezer hooks per update | hooks / QAT step (wall, CPU) "
+        "| step with freezer / QAT step (wall, CPU) | with freezer + dampening (wall, CPU) | frozen at the end "
+        "| freezer state |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in results["models"].items():
+        freezer, damped = row["qat+freezer"], row["qat+freezer+dampening"]
+        lines.append(
+            f"| {name} | {freezer['tracked_weights'] / 1e6:.2f} M | {row['qat_step_s']:.2f} s "
+            f"| {1000 * freezer['hook_s']:.0f} ms | {100 * freezer['hook_share_of_qat_step']:.1f}%, "
+            f"{100 * freezer['hook_cpu_share_of_qat_step']:.1f}% | {freezer['step_ratio']:.3f}, "
+            f"{freezer['step_cpu_ratio']:.3f} | {damped['step_ratio']:.3f}, {damped['step_cpu_ratio']:.3f} "
+            f"| {100 * freezer['frozen_share']:.2f}% | {freezer['state_mib']:.0f} MiB |")
+    load = ", ".join(f"{v:.1f}" for v in setup["load_average_at_start"][:1] + setup["load_average_at_end"][:1])
+    lines += [
+        "",
+        f"W4A4, AdamW, batch {setup['batch']} at {setup['img']}x{setup['img']}, {setup['threads']} torch threads "
+        f"({setup['machine']}, torch {setup['torch']}); {setup['warmup_steps']} warm-up steps, then "
+        f"{setup['rounds']} interleaved rounds of {setup['steps_per_round']} steps per configuration; medians. "
+        f"Load average (1 min) at start and end: {load} on a 2-core machine shared with other processes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "vit_tiny_patch16_224", "mobilenetv3_large_100"])
@@ -152,7 +183,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img", type=int, default=224)
+    parser.add_argument("--table-only", action="store_true", help="rewrite the markdown table from the JSON")
     args = parser.parse_args()
+    if args.table_only:
+        TABLE.write_text(markdown(json.loads(RESULTS.read_text())))
+        return
     results = {"setup": {"base": "AdamW lr 1e-3", "bits": "W4A4", "batch": args.batch, "img": args.img,
                          "rounds": args.rounds, "steps_per_round": args.steps, "warmup_steps": args.warmup,
                          "freezer": FREEZER_OPTIONS, "dampening": 0.1,
@@ -172,7 +207,8 @@ def main() -> None:
     results["setup"]["load_average_at_end"] = list(os.getloadavg())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    TABLE.write_text(markdown(results))
+    print(f"wrote {RESULTS} and {TABLE}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +121,7 @@ class _State:
     frequency: Tensor    # scaled EMA of the oscillation indicator, float32
     ema_offset: Tensor   # scaled (EMA of q) − q, float32
     delta: Tensor        # scratch: Δ, same dtype as integer
-    scratch: Tensor      # float32 scratch of the largest layer
+    scratch: Tensor      # float32 scratch of one block of output channels (TrackedLayer.write_integers)
     decay_steps: int = 0
 
     def decay(self, momentum: float) -> float:
@@ -256,7 +256,7 @@ class OscillationFreezer:
         return weight * layers_dampening_loss(self.layers, self.config.dampening_reduction)
 
     # -- hooks ---------------------------------------------------------------------------
-    def _grad_hook(self, role: str):
+    def _grad_hook(self, role: str) -> Callable[[Tensor], None]:
         def zero_frozen(param: Tensor) -> None:
             pinned = self._pinned.get(role)
             if pinned is not None and param.grad is not None:
@@ -264,12 +264,13 @@ class OscillationFreezer:
         return zero_frozen
 
     def _before_update(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        if self._state is None:
-            self._state = self._fresh_state()
-        for role, pinned in self._pinned.items():   # also gradients written without autograd (e.g. p.grad = ...)
-            grad = self._by_role[role].weight.grad
-            if grad is not None:
-                grad.index_put_(pinned.where, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        with one_cpu_thread(self.layers[0].weight.device):
+            if self._state is None:
+                self._state = self._fresh_state()
+            for role, pinned in self._pinned.items():   # also gradients written without autograd (p.grad = ...)
+                grad = self._by_role[role].weight.grad
+                if grad is not None:
+                    grad.index_put_(pinned.where, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
     @torch.no_grad()
     def _after_update(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
