@@ -18,17 +18,17 @@ from gaqat_wrap import GAQATOptimizer, OscillationFreezer, calibrate, param_grou
 torch.manual_seed(0)
 model = quantize_model(timm.create_model("test_resnet", pretrained=False, num_classes=4), bits=4)
 
-labels = torch.arange(128) % 4
-images = torch.randn(128, 3, 32, 32)
+labels = torch.arange(96) % 4
+images = torch.randn(96, 3, 32, 32)
 for i, label in enumerate(labels.tolist()):   # the class is the brighter image quadrant
     images[i, :, 16 * (label // 2):16 * (label // 2) + 16, 16 * (label % 2):16 * (label % 2) + 16] += 1.5
 loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True)
 calibrate(model, [x for x, _ in list(loader)[:2]])
 
-epochs = 4
+epochs = 3
 base = torch.optim.SGD(param_groups(model, weight_decay=5e-5, scale_lr=1e-3), lr=0.05, momentum=0.9)
 optimizer = GAQATOptimizer(base, model=model, sam_rho=0.05, freeze_threshold=None)   # LSQ + SAM
-# A schedule for a 32-step demo; for real runs keep the defaults (momentum 1e-3, threshold 0.1 -> 0.01).
+# A schedule for an 18-step demo; for real runs keep the defaults (momentum 1e-3, threshold 0.1 -> 0.01).
 freezer = OscillationFreezer(model, optimizer, total_steps=epochs * len(loader), momentum=0.05,
                              freeze_threshold=0.15, freeze_threshold_final=0.08, warm_start=0.25, dampening=0.1)
 
@@ -43,7 +43,8 @@ for epoch in range(epochs):
             return loss
 
         total += optimizer.step(closure).item()
-    print(f"epoch {epoch}  mean loss {total / len(loader):.3f}  threshold {freezer.threshold}  "
+    threshold = "none yet (warm start)" if freezer.threshold is None else f"{freezer.threshold:.3f}"
+    print(f"epoch {epoch}  mean loss {total / len(loader):.3f}  freezing threshold {threshold}  "
           f"dampening weight {freezer.dampening_weight:.3f}")
 
 for status in freezer.report():
