@@ -8,7 +8,14 @@ Examples:
 """
 
 from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model
-from gaqat_wrap.optim import FirstPassDone, GAQATConfig, GAQATOptimizer
+from gaqat_wrap.optim import (
+    FirstPassDone,
+    GAQATConfig,
+    GAQATOptimizer,
+    OscillationConfig,
+    OscillationFreezer,
+    reestimate_batchnorm,
+)
 from gaqat_wrap.quant import (
     LayerReport,
     LSQQuantizer,
@@ -31,6 +38,8 @@ __all__ = [
     "GAQATOptimizer",
     "LSQQuantizer",
     "LayerReport",
+    "OscillationConfig",
+    "OscillationFreezer",
     "QuantConfig",
     "__version__",
     "calibrate",
@@ -42,6 +51,7 @@ __all__ = [
     "protect_running_stats",
     "quant_report",
     "quantize_model",
+    "reestimate_batchnorm",
     "second_pass",
     "step_sizes",
     "unquantize_model",
