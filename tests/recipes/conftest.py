@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gaqat_wrap.training import TrainConfig, write_toy_domains
+from gaqat_recipes import TrainConfig, write_toy_domains
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gaqat_wrap.optim.config import GAQATConfig
-from gaqat_wrap.training import (
+from gaqat_recipes import (
     GAQAT_ABLATIONS,
     TrainConfig,
     ablation_variant,
@@ -17,9 +16,10 @@ from gaqat_wrap.training import (
     run_ablation,
     write_sweep_report,
 )
-from gaqat_wrap.training import loop as loop_module
-from gaqat_wrap.training.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
-from gaqat_wrap.training.cli import ablation_main, report_main
+from gaqat_recipes import loop as loop_module
+from gaqat_recipes.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
+from gaqat_recipes.cli import ablation_main, report_main
+from gaqat_wrap.optim.config import GAQATConfig
 
 
 def _run(domain: str, seed: int, val: float, test: float, frozen: float = 0.0) -> dict:

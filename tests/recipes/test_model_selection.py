@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gaqat_wrap.training import loop, train_dg
+from gaqat_recipes import loop, train_dg
 
 
 def test_selected_step_is_the_first_argmax_of_validation_not_of_test(tiny_config, monkeypatch):

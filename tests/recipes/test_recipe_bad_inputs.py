@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gaqat_wrap.training import TrainConfig, setup, train_dg
-from gaqat_wrap.training.cli import main
+from gaqat_recipes import TrainConfig, setup, train_dg
+from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from accelerate.utils import set_seed
 
+from gaqat_recipes import build_run_inputs, quantize_and_calibrate
 from gaqat_wrap.quant import is_scale_parameter, quant_report
-from gaqat_wrap.training import build_run_inputs, quantize_and_calibrate
 
 
 def _scales(model: torch.nn.Module) -> list[torch.Tensor]:

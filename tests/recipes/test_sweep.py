@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gaqat_wrap.training import SweepSpec, run_sweep, sweep
-from gaqat_wrap.training import loop as loop_module
+from gaqat_recipes import SweepSpec, run_sweep, sweep
+from gaqat_recipes import loop as loop_module
 
 
 def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_path, monkeypatch):
@@ -55,7 +55,7 @@ def test_sweep_in_subprocesses_matches_in_process(tiny_config, tmp_path):
 
 
 def test_average_over_domains_uses_only_seeds_that_cover_every_domain():
-    from gaqat_wrap.reporting import markdown_table, summarize_runs
+    from gaqat_recipes.reporting import markdown_table, summarize_runs
 
     def run(method, domain, seed, acc):
         return {"config": {"method": method, "bits": 3, "test_domain": domain, "seed": seed},

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gaqat_wrap.training import METHODS, load_checkpoint, load_splits, train_dg
-from gaqat_wrap.training.cli import main
+from gaqat_recipes import METHODS, load_checkpoint, load_splits, train_dg
+from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -55,7 +55,7 @@ def test_checkpoint_reloads_to_the_selected_test_accuracy(tiny_config):
     model, loaded_config, classes = load_checkpoint(Path(config.output_dir) / "checkpoint")
     assert loaded_config == config and classes == ["class0", "class1"]
     splits, _ = load_splits(config)
-    from gaqat_wrap.data import PixelTransform
+    from gaqat_recipes.data import PixelTransform
 
     transform = PixelTransform(size=16, mean=(0.5,), std=(0.5,), channels=1)
     with torch.no_grad():
