@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints/dev.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test test-lowest lint docs bench clean
 
 $(STAMP): pyproject.toml recipes/pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
@@ -25,6 +25,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2
 
+# Not CI: the core tests against the LOWEST versions pyproject.toml declares (core deps and the extras
+# the core tests need), in a separate venv. Downloads old torch builds (GBs). Outcome: docs/installation.md.
+LOWEST := .venv-lowest
+LOWEST_EXTRAS := trainer accelerate peft timm onnx
+test-lowest:
+	python3 -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip
+	python3 constraints/lowest.py $(LOWEST_EXTRAS) > $(LOWEST)/lowest.txt
+	$(LOWEST)/bin/python -m pip install -c $(LOWEST)/lowest.txt -e ".[trainer,accelerate,peft,timm,onnx,dev]"
+	$(LOWEST)/bin/python -m pip freeze > $(LOWEST)/installed.txt
+	$(LOWEST)/bin/python -m pytest -n 2 tests/quant tests/optim tests/export tests/integrations tests/test_packaging.py gaqat_wrap
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -36,4 +48,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) site build *.egg-info
+	rm -rf $(VENV) $(LOWEST) site build *.egg-info
