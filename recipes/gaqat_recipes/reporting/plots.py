@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from gaqat_recipes.reporting.files import write_atomic
+
 
 def plot_learning_curves(metrics: Mapping[str, Any], path: str | Path) -> Path:
     """Validation and test-domain accuracy (left axis) and training loss (right axis) over steps.
@@ -171,7 +173,4 @@ def _domain_order(name: str) -> tuple[int, float | str]:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return write_atomic(path, lambda temporary: fig.savefig(temporary, dpi=110, format="png"))

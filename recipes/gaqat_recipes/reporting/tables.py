@@ -10,6 +10,11 @@ import numpy as np
 
 from gaqat_recipes.methods import METHODS
 
+VAL_NOTE = ("val (train domains): the selected checkpoints' training-domain validation accuracy, averaged over the "
+            "held-out domains per seed like the average column (each held-out domain has its own training domains), "
+            "then mean ± std over seeds.")
+"""Note under a table with several held-out domains: how its validation column is defined."""
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value) of ``values``.
@@ -50,12 +55,13 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     Each row: ``label``, ``method``, ``bits`` (``None`` for full precision), ``domains`` ({test domain:
     (mean, std)} of the selected test accuracy), ``average`` ((mean, std) over seeds of the per-seed mean
-    over held-out domains), ``average_seeds`` (how many seeds that is), ``val`` ((mean, std) of the
-    selected validation accuracy), ``runs``.
+    over held-out domains), ``average_seeds`` (how many seeds that is), ``val`` (the same for the
+    selected training-domain validation accuracy), ``runs``.
 
-    The average uses only the seeds that have a run on **every** held-out domain present in ``runs``
-    (so rows stay comparable when some domains have more seeds than others); it is ``None`` when no
-    seed covers them all.
+    The averages use only the seeds that have a run on **every** held-out domain present in ``runs``
+    (so rows stay comparable when some domains have more seeds than others); they are ``None`` when no
+    seed covers them all. Validation is never pooled over held-out domains as if they were one set:
+    each held-out domain validates on different training domains.
 
     Examples:
         >>> runs = [{"config": {"method": "qat", "bits": 4, "test_domain": "75", "seed": s},
@@ -77,19 +83,23 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (method, bits), members in sorted(groups.items(), key=lambda item: (method_order.index(item[0][0]), item[0][1] or 99)):
         by_domain: dict[str, list[float]] = defaultdict(list)
-        by_seed: dict[int, dict[str, float]] = defaultdict(dict)
+        by_seed: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
         for run in members:
             by_domain[str(run["config"]["test_domain"])].append(run["selected"]["test_acc"])
-            by_seed[run["config"]["seed"]][str(run["config"]["test_domain"])] = run["selected"]["test_acc"]
-        complete = [list(accs.values()) for accs in by_seed.values() if set(accs) == all_domains]
+            by_seed[run["config"]["seed"]][str(run["config"]["test_domain"])] = run["selected"]
+        complete = [list(selected.values()) for selected in by_seed.values() if set(selected) == all_domains]
+
+        def seed_average(key: str, complete: list = complete) -> tuple[float, float] | None:
+            return mean_std([float(np.mean([s[key] for s in seed])) for seed in complete]) if complete else None
+
         rows.append({
             "label": run_label(members[0]),
             "method": method,
             "bits": bits,
             "domains": {domain: mean_std(values) for domain, values in by_domain.items()},
-            "average": mean_std([float(np.mean(v)) for v in complete]) if complete else None,
+            "average": seed_average("test_acc"),
             "average_seeds": len(complete),
-            "val": mean_std([run["selected"]["val_acc"] for run in members]),
+            "val": seed_average("val_acc"),
             "runs": len(members),
         })
     return rows

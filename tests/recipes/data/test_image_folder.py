@@ -81,3 +81,20 @@ def test_missing_folder_unknown_domain_and_empty_domain_are_errors(make_folder, 
     (root / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds no images"):
         load_image_folder(root)
+
+
+def test_a_flat_class_folder_is_told_that_the_domain_level_is_missing(tmp_path):
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "0.png")
+    with pytest.raises(ValueError, match=r"the domain level is missing.*root/<domain>/<class>/<image>"):
+        load_image_folder(tmp_path)
+
+
+def test_numbered_class_and_domain_folders_sort_as_numbers(make_folder):
+    layout = {f"site{d}": {str(c): 1 for c in (1, 2, 10, 11)} for d in (2, 10)}
+    dd = load_image_folder(make_folder(layout))
+    assert list(dd) == ["site2", "site10"]
+    assert dd["site2"].features["label"].names == ["1", "2", "10", "11"]

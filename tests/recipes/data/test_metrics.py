@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from gaqat_recipes import evaluate_per_domain
 from gaqat_recipes.data import PixelTransform, load_image_folder
-from gaqat_recipes.metrics import ACCURACY_PATH, evaluate_per_domain, load_accuracy
+from gaqat_recipes.metrics import ACCURACY_PATH, load_accuracy
 
 try:
     import tomllib

@@ -72,3 +72,18 @@ def test_bad_transform_settings_are_rejected():
         PixelTransform(std=(0.5, 0.0, 0.5))
     with pytest.raises(KeyError, match="no image column 'image'"):
         PixelTransform()({"img": [], "label": []})
+
+
+def test_colour_to_grey_for_a_one_channel_model_is_said_once():
+    import warnings
+
+    from PIL import Image
+
+    grey_model_input = PixelTransform(size=8, mean=(0.5,), std=(0.5,), channels=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            grey_model_input.pixel_values([Image.new("RGB", (8, 8), (200, 10, 10))])
+        grey_model_input.pixel_values([Image.new("L", (8, 8))])  # grey input: nothing to say
+    messages = [str(w.message) for w in caught if "converted to grey" in str(w.message)]
+    assert len(messages) == 1 and "1 input channel" in messages[0]

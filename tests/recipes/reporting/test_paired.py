@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -66,10 +64,3 @@ def test_sweep_report_adds_the_paired_table_only_when_gaqat_and_a_baseline_share
     assert [r["comparison"] for r in stored] == [r["comparison"] for r in paired_comparisons(_grid())]
     write_sweep_report([r for r in _grid() if r["config"]["method"] != "gaqat"], tmp_path / "without")
     assert "Paired" not in (tmp_path / "without" / "results.md").read_text()
-
-
-@pytest.mark.parametrize("first", ["gaqat_recipes.reporting", "gaqat_recipes", "gaqat_recipes.ablation"])
-def test_reporting_and_training_import_in_any_order(first):
-    code = f"import {first}; import gaqat_recipes.reporting.paired, gaqat_recipes.ablation, gaqat_recipes.reporting"
-    recipes = str(__import__("pathlib").Path(__file__).resolve().parents[3] / "recipes")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ, "PYTHONPATH": recipes})
