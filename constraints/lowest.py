@@ -21,18 +21,24 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def floor_pins(requirements: list[str]) -> list[str]:
-    """``name>=x`` -> ``name==x`` for every requirement with a floor.
+    """``name>=x`` -> ``name==x`` for every requirement with a floor; the highest floor of a name wins.
 
     Examples:
-        >>> floor_pins(["torch>=2.4", "numpy", "onnx>=1.15,<2"])
-        ['torch==2.4', 'onnx==1.15']
+        >>> floor_pins(["torch>=2.4", "numpy", "onnx>=1.15,<2", "torch>=2.6"])
+        ['torch==2.6', 'onnx==1.15']
     """
-    pins = []
+    floors: dict[str, str] = {}
     for requirement in requirements:
         match = re.match(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*[^;]*?>=\s*([0-9][^,;\s]*)", requirement)
         if match:
-            pins.append(f"{match.group(1)}=={match.group(2)}")
-    return pins
+            name, floor = match.group(1), match.group(2)
+            if name not in floors or _version(floor) > _version(floors[name]):
+                floors[name] = floor
+    return [f"{name}=={floor}" for name, floor in floors.items()]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text))
 
 
 def main(extras: list[str]) -> None:
@@ -40,7 +46,7 @@ def main(extras: list[str]) -> None:
     requirements = list(project["dependencies"])
     for extra in extras:
         requirements += project["optional-dependencies"][extra]
-    print("\n".join(dict.fromkeys(floor_pins(requirements))))
+    print("\n".join(floor_pins(requirements)))
 
 
 if __name__ == "__main__":
