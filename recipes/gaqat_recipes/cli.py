@@ -94,7 +94,8 @@ def _folder_entry(text: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
-def _add_field(group: Any, name: str, hint: Any, default: Any, help_text: str, dest: str, required: bool = False) -> None:
+def _add_field(group: Any, name: str, hint: Any, default: Any, help_text: str, dest: str, required: bool = False,
+               metavar: str | None = None) -> None:
     kind, optional = _kind(hint)
     flag = "--" + _SWITCH_NAMES.get(name, name).replace("_", "-")
     if default is not MISSING and "default" not in help_text:
@@ -109,7 +110,9 @@ def _add_field(group: Any, name: str, hint: Any, default: Any, help_text: str, d
     elif typing.get_origin(kind) is dict:
         group.add_argument(flag, nargs="+", type=_folder_entry, metavar="DOMAIN/FOLDER=CLASS", **kwargs)
     else:
-        group.add_argument(flag, type=_parse_optional(kind) if optional else kind, choices=CHOICES.get(name), **kwargs)
+        choices = CHOICES.get(name)
+        group.add_argument(flag, type=_parse_optional(kind) if optional else kind, choices=choices,
+                           metavar=None if choices else metavar, **kwargs)
 
 
 def add_train_arguments(
@@ -148,10 +151,8 @@ def add_train_arguments(
             continue
         default = f.default  # as declared: None where the docstring says what None means
         help_text = gaqat_helps.get(f.name, f"GAQATConfig.{f.name}")
-        _add_field(group, f.name, gaqat_hints[f.name], default, help_text, _GAQAT_DEST + f.name)
-        action = group._group_actions[-1]
-        if action.metavar is None and action.choices is None:  # SAM_RHO, not GAQAT.SAM_RHO
-            action.metavar = f.name.upper()
+        # metavar SAM_RHO, not the dest's GAQAT.SAM_RHO
+        _add_field(group, f.name, gaqat_hints[f.name], default, help_text, _GAQAT_DEST + f.name, metavar=f.name.upper())
     return parser
 
 
