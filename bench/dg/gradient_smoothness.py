@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaqat_recipes import TrainConfig, load_run_data, quantize_and_calibrate
+from gaqat_recipes.models import build_model, input_spec
 from gaqat_wrap.quant import step_sizes
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import lsq_grad_scale
-from gaqat_wrap.training.config import TrainConfig
-from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -163,11 +163,13 @@ def main() -> None:
     config = TrainConfig(test_domain=args.test_domain, dataset=args.dataset, model=args.model,
                          pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
                          bits=args.bits or 4, seed=0)
-    run = build_run_inputs(config)  # the starting point train_dg would use for this config
-    model = run.model
+    # the starting point train_dg would use for this config: its data, model and quantization steps
+    data = load_run_data(config, input_spec(config.model, pretrained=config.pretrained, image_size=config.image_size))
+    model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
+                        image_size=config.image_size, in_chans=data.input_spec.channels)
     if args.bits:
-        quantize_and_calibrate(model, run.data["train"], config)
-    loader = torch.utils.data.DataLoader(run.data["train"], batch_size=args.batch_size, shuffle=True,
+        quantize_and_calibrate(model, data.tensors["train"], config)
+    loader = torch.utils.data.DataLoader(data.tensors["train"], batch_size=args.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     batches = [tuple(next(iter(loader))[:2]) for _ in range(args.batches)]
     for mode in args.modes:

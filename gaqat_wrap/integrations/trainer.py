@@ -39,37 +39,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import TrainerControl, TrainerState
-from transformers.training_args import TrainingArguments
 
-from gaqat_wrap.caller_warnings import warn_at_caller
-from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
-from gaqat_wrap.optim.conflict import ScaleStatus
-from gaqat_wrap.second_pass import in_second_pass
+from gaqat_wrap.extras import require
+
+require("transformers", "trainer")  # a clear message before the imports below fail
+from transformers import Trainer, TrainerCallback  # noqa: E402
+from transformers.trainer_callback import TrainerControl, TrainerState  # noqa: E402
+from transformers.training_args import TrainingArguments  # noqa: E402
+
+from gaqat_wrap.caller_warnings import warn_at_caller  # noqa: E402
+from gaqat_wrap.integrations.freeze_log import freeze_log_entries  # noqa: E402
+from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer  # noqa: E402
+from gaqat_wrap.second_pass import in_second_pass  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-def freeze_log_entries(optimizer: GAQATOptimizer) -> dict[str, float]:
-    """Summary statistics of ``optimizer.freeze_report()`` as flat log entries.
-
-    Keys: ``gaqat/frozen_scales`` (count), ``gaqat/frozen_fraction``,
-    ``gaqat/mean_disorder``, ``gaqat/skipped_steps``.
-
-    Examples:
-        >>> w = torch.nn.Parameter(torch.ones(2))
-        >>> freeze_log_entries(GAQATOptimizer(torch.optim.SGD([w], lr=0.1), freeze_threshold=None))["gaqat/frozen_scales"]
-        0.0
-    """
-    report: list[ScaleStatus] = optimizer.freeze_report()
-    frozen = sum(s.frozen for s in report)
-    return {
-        "gaqat/frozen_scales": float(frozen),
-        "gaqat/frozen_fraction": frozen / len(report) if report else 0.0,
-        "gaqat/mean_disorder": sum(s.disorder for s in report) / len(report) if report else 0.0,
-        "gaqat/skipped_steps": float(optimizer.skipped_steps),
-    }
 
 
 def _calling_trainer() -> Trainer | None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gaqat_wrap.training import METHODS, load_checkpoint, load_splits, train_dg
-from gaqat_wrap.training.cli import main
+from gaqat_recipes import METHODS, load_checkpoint, load_splits, train_dg
+from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -55,7 +55,7 @@ def test_checkpoint_reloads_to_the_selected_test_accuracy(tiny_config):
     model, loaded_config, classes = load_checkpoint(Path(config.output_dir) / "checkpoint")
     assert loaded_config == config and classes == ["class0", "class1"]
     splits, _ = load_splits(config)
-    from gaqat_wrap.data import PixelTransform
+    from gaqat_recipes.data import PixelTransform
 
     transform = PixelTransform(size=16, mean=(0.5,), std=(0.5,), channels=1)
     with torch.no_grad():
@@ -78,3 +78,10 @@ def test_command_line_runs_the_recipe_and_reports_the_tracker_it_cannot_use(tiny
     except ImportError:
         assert "tracker 'tensorboard' is not installed" in printed
     assert not (Path(config.output_dir) / "learning_curves.png").exists()
+
+
+def test_without_a_progress_bar_every_evaluation_prints_a_log_line(tiny_config, capsys):
+    train_dg(tiny_config(method="qat", steps=4, eval_every=2, progress=False, plots=False, save_checkpoint=False))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[qat test=c seed=0]")]
+    assert [line.split()[4] for line in lines] == ["2/4", "4/4"]
+    assert all(" loss " in line and " val " in line and " test " in line and line.endswith("s)") for line in lines)
