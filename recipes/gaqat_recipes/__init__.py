@@ -7,7 +7,7 @@ optimizer -> loop -> report, one module each. It imports only gaqat_wrap's publi
 
 Examples:
     >>> from gaqat_recipes import METHODS, TrainConfig
-    >>> list(METHODS)
+    >>> list(METHODS)[:6]
     ['fp', 'fp-sam', 'qat', 'sam-qat', 'sagm-qat', 'gaqat']
     >>> TrainConfig(test_domain="75", method="sam-qat").gaqat_config().freeze_threshold is None
     True

@@ -57,6 +57,10 @@ class TrainConfig:
         val_fraction: fraction of every training domain held out for model selection.
         eval_every: steps between evaluations of validation and test accuracy (the last step is always evaluated).
         eval_batch_size: evaluation batch size per process.
+        patience: stop when the validation accuracy has not improved for this many evaluations; default:
+            train every one of ``steps`` (the learning-rate and oscillation schedules always span ``steps``).
+        reestimate_bn: before every evaluation, re-estimate the BatchNorm statistics on this many training
+            batches (``gaqat_wrap.reestimate_batchnorm``); 0 (default): off. Models without BatchNorm ignore it.
         max_train_examples: train on this many random training examples only (quick checks); default: all.
         cache_limit_gb: the whole dataset is decoded once into float tensors when that needs at most this
             many GiB of memory (fast steps), else images are decoded per batch (slower, little memory).
@@ -111,6 +115,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     eval_every: int = 100
     eval_batch_size: int = 256
+    patience: int | None = None
+    reestimate_bn: int = 0
     max_train_examples: int | None = None
     cache_limit_gb: float = 2.0
     classes: list[str] | None = None
@@ -145,6 +151,11 @@ class TrainConfig:
             raise ValueError("weight_decay, momentum and scale_lr must be >= 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1): model selection needs validation data; got {self.val_fraction}")
+        if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
+                                          or self.patience < 1):
+            raise ValueError(f"patience must be an integer >= 1 (evaluations without a gain) or None, got {self.patience!r}")
+        if not isinstance(self.reestimate_bn, int) or isinstance(self.reestimate_bn, bool) or self.reestimate_bn < 0:
+            raise ValueError(f"reestimate_bn must be an integer >= 0 (batches; 0 = off), got {self.reestimate_bn!r}")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ValueError(f"max_train_examples must be >= 1 or None, got {self.max_train_examples}")
         if self.threads is not None and self.threads < 1:

@@ -3,12 +3,13 @@
 Every ``eval_every`` steps and at the last step, :func:`fit` measures the accuracy on the validation split
 (the held-out part of every training domain) and on the test domain; the checkpoint with the best mean
 validation accuracy over training domains is kept (ties: the earliest). The test domain never influences it.
+With ``patience``, training stops once the validation accuracy has not improved for that many evaluations.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from gaqat_recipes.data.tensors import domain_names, flip_crop
 from gaqat_recipes.evaluation import accuracy_by_domain
 from gaqat_recipes.metrics import load_accuracy
 from gaqat_recipes.models import BUILTIN_MODELS
+from gaqat_wrap import reestimate_batchnorm
 from gaqat_wrap.integrations import freeze_log_entries
 
 if TYPE_CHECKING:
@@ -39,10 +41,11 @@ class FitResult:
         best_state: its state_dict on the CPU (main process, when checkpoints are saved), else ``None``.
         augment: the augmentation that was applied.
         train_time_s: wall time of the loop.
+        stopped_step: the last step trained (``steps``, or earlier when ``patience`` stopped the run).
 
     Examples:
-        >>> result = FitResult([{"step": 5, "val_acc": 0.9}], {"step": 5, "val_acc": 0.9}, None, "none", 1.5)
-        >>> result.selected["step"] == result.history[-1]["step"]
+        >>> result = FitResult([{"step": 5, "val_acc": 0.9}], {"step": 5, "val_acc": 0.9}, None, "none", 1.5, 5)
+        >>> result.selected["step"] == result.history[-1]["step"] == result.stopped_step
         True
     """
 
@@ -51,6 +54,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None
     augment: str
     train_time_s: float
+    stopped_step: int
 
 
 def augmentation(config: TrainConfig) -> str:
@@ -82,12 +86,18 @@ def _freeze_stats(run: RunOptimizer) -> tuple[float, float]:
 
 
 def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: RunData,
-        accelerator: Accelerator) -> FitResult:
+        accelerator: Accelerator, before_step: Callable[[int, torch.nn.Module], None] | None = None,
+        select_after: int = 0) -> FitResult:
     """Train ``model`` for ``config.steps`` steps with ``run``'s optimizer; evaluate and select as described above.
 
     ``model``, the optimizer and the loaders are prepared with ``accelerator`` here (DDP under
     ``accelerate launch``). Without a progress bar (``config.progress=False``) a line with the step, the
     mean training loss, the validation and test accuracy and the elapsed time is printed at every evaluation.
+    ``before_step(step, model)`` runs before every step (the delayed methods quantize there); the closure
+    adds ``run.extra_loss()`` (oscillation dampening) to the task loss; with ``config.reestimate_bn`` the
+    BatchNorm statistics are re-estimated on training batches before every evaluation. Evaluations at steps
+    up to ``select_after`` are logged but neither selected nor counted by ``patience`` (the full-precision
+    steps of a delayed method: the selected model is always the quantized one).
 
     Examples:
         >>> import tempfile
@@ -99,8 +109,8 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
         >>> data = load_run_data(config, input_spec(config.model))
         >>> model = build_model(config.model, num_classes=len(data.classes))
         >>> result = fit(config, model, build_optimizer(config, model), data, Accelerator(cpu=True))
-        >>> [entry["step"] for entry in result.history], result.selected["step"] in (2, 3)
-        ([2, 3], True)
+        >>> [entry["step"] for entry in result.history], result.selected["step"] in (2, 3), result.stopped_step
+        ([2, 3], True, 3)
     """
     shuffle = torch.Generator().manual_seed(config.seed)
     train_set = data.tensors["train"]
@@ -121,6 +131,8 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
     log_lines = not config.progress and accelerator.is_main_process
 
     history: list[dict[str, Any]] = []
+    evaluations_since_best = 0
+    stopped_step = config.steps
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     loss_sum = torch.zeros((), device=accelerator.device)
@@ -130,6 +142,8 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
     started = time.perf_counter()
     bar = tqdm(range(1, config.steps + 1), desc=name, disable=not show_bar, dynamic_ncols=True)
     for step in bar:
+        if before_step is not None:
+            before_step(step, accelerator.unwrap_model(model))
         pixels, labels, _ = next(batches)
         if augment == "flip-crop":
             pixels = flip_crop(pixels, augment_rng)
@@ -138,7 +152,7 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
 
         def closure(pixels: torch.Tensor = pixels, labels: torch.Tensor = labels,
                     losses: list[torch.Tensor] = first_pass_loss) -> torch.Tensor:
-            loss = torch.nn.functional.cross_entropy(model(pixels), labels)
+            loss = torch.nn.functional.cross_entropy(model(pixels), labels) + run.extra_loss()
             accelerator.backward(loss)
             if not losses:  # the first call is the loss at θ; a second one (GAQAT) is at θ + ε
                 losses.append(loss.detach())
@@ -160,6 +174,8 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
             mean_loss = float(accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean"))
             loss_sum.zero_()
             loss_count = 0
+            if config.reestimate_bn:
+                reestimate_batchnorm(model, (batch[0] for batch in train_loader), num_batches=config.reestimate_bn)
             val = accuracy_by_domain(model, eval_loaders["validation"], names_of_domains, accelerator=accelerator, metric=metric)
             test = accuracy_by_domain(model, eval_loaders["test"], names_of_domains, accelerator=accelerator, metric=metric)
             frozen_fraction, mean_disorder = _freeze_stats(run)
@@ -174,7 +190,10 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
                 "elapsed_s": time.perf_counter() - started,
             }
             history.append(entry)
-            if best is None or entry["val_acc"] > best["val_acc"]:
+            selectable = step > select_after  # before: not yet the model the method delivers (delayed methods)
+            evaluations_since_best += selectable
+            if selectable and (best is None or entry["val_acc"] > best["val_acc"]):
+                evaluations_since_best = 0
                 best = {"step": step, "val_acc": val["average"], "val_per_domain": val["per_domain"],
                         "test_acc": test["average"], "test_per_domain": test["per_domain"]}
                 if config.save_checkpoint and accelerator.is_main_process:
@@ -186,7 +205,10 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
             if log_lines:
                 print(f"[{name}] step {step}/{config.steps} loss {mean_loss:.3f} val {val['average']:.3f} "
                       f"test {test['average']:.3f} frozen {frozen_fraction:.0%} ({entry['elapsed_s']:.0f}s)", flush=True)
+            if config.patience is not None and evaluations_since_best >= config.patience:
+                stopped_step = step  # validation stopped rising: every rank evaluated the same, so all stop here
+                break
     bar.close()
     assert best is not None  # the last step is always evaluated
     return FitResult(history=history, selected=best, best_state=best_state, augment=augment,
-                     train_time_s=time.perf_counter() - started)
+                     train_time_s=time.perf_counter() - started, stopped_step=stopped_step)

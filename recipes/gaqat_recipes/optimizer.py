@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gaqat_recipes.methods import method_spec
-from gaqat_wrap import GAQATOptimizer, param_groups
+from gaqat_wrap import GAQATOptimizer, OscillationFreezer, param_groups
 
 if TYPE_CHECKING:
     from gaqat_recipes.config import TrainConfig
@@ -55,6 +55,7 @@ class RunOptimizer:
         gaqat: the GAQAT wrapper, or ``None`` for methods that take the base optimizer's step.
         scheduler: the learning-rate schedule (``None`` for a constant rate).
         trace: the freeze decisions recorded for the sharpness-aware methods.
+        freezer: the oscillation freezer of weights of the methods that have one, else ``None``.
 
     Examples:
         >>> from gaqat_recipes import TrainConfig
@@ -67,6 +68,11 @@ class RunOptimizer:
     gaqat: GAQATOptimizer | None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     trace: FreezeTrace
+    freezer: OscillationFreezer | None = None
+
+    def extra_loss(self) -> torch.Tensor | float:
+        """The term the closure adds to the task loss: the oscillation dampening loss, or 0."""
+        return self.freezer.dampening_loss() if self.freezer is not None else 0.0
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> RunOptimizer:
@@ -92,8 +98,32 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> RunOptimizer
         gaqat = GAQATOptimizer(optimizer, config=config.gaqat_config(), model=model)
         gaqat.register_freeze_hook(trace)
         optimizer = gaqat
+    freezer = None
+    oscillation = method_spec(config.method).oscillation
+    if oscillation is not None:
+        freezer = OscillationFreezer(model, optimizer, total_steps=config.steps, **oscillation)
     scheduler = None
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps)))
-    return RunOptimizer(optimizer=optimizer, gaqat=gaqat, scheduler=scheduler, trace=trace)
+    return RunOptimizer(optimizer=optimizer, gaqat=gaqat, scheduler=scheduler, trace=trace, freezer=freezer)
+
+
+def add_step_sizes(config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Give ``optimizer`` the step sizes of ``model``, quantized after the optimizer was built (delayed methods).
+
+    They join as one group without weight decay, at ``config.scale_lr`` (else ``config.lr``), with their
+    roles, as :func:`gaqat_wrap.param_groups` would have grouped them. Returns how many were added.
+
+    Examples:
+        >>> from gaqat_recipes import TrainConfig
+        >>> from gaqat_wrap import quantize_model
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        >>> optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        >>> add_step_sizes(TrainConfig(test_domain="0"), quantize_model(net), optimizer), len(optimizer.param_groups)
+        (2, 2)
+    """
+    scales = [g for g in param_groups(model, lr=config.lr, scale_lr=config.scale_lr) if g["group"] == "scales"]
+    for group in scales:
+        optimizer.add_param_group(group)
+    return sum(len(group["params"]) for group in scales)

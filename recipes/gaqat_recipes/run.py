@@ -7,8 +7,10 @@ steps 1-3, before training starts and before ``output_dir`` is created:
 2. data: :func:`~gaqat_recipes.data.run_data.load_run_data` (splits, unknown domain -> error, image tensors);
 3. model: :func:`~gaqat_recipes.models.build_model` (pretrained weights when asked);
 4. quantize and calibrate (quantized methods): :func:`~gaqat_recipes.quantize.quantize_and_calibrate`;
-5. optimizer: :func:`~gaqat_recipes.optimizer.build_optimizer` (GAQAT for the sharpness-aware methods);
-6. loop: :func:`~gaqat_recipes.loop.fit` (evaluations, selection);
+   the delayed methods do it inside the loop, after their full-precision steps;
+5. optimizer: :func:`~gaqat_recipes.optimizer.build_optimizer` (GAQAT for the sharpness-aware methods, the
+   oscillation freezer for the methods that have one);
+6. loop: :func:`~gaqat_recipes.loop.fit` (evaluations, selection, early stopping);
 7. report: :mod:`gaqat_recipes.reporting.run_report` (``metrics.json``, checkpoint, plots).
 """
 
@@ -29,7 +31,7 @@ from gaqat_recipes.data.run_data import load_run_data
 from gaqat_recipes.loop import fit
 from gaqat_recipes.methods import method_spec
 from gaqat_recipes.models import build_model, input_spec
-from gaqat_recipes.optimizer import build_optimizer
+from gaqat_recipes.optimizer import add_step_sizes, build_optimizer
 from gaqat_recipes.quantize import quantize_and_calibrate
 from gaqat_recipes.reporting.run_report import run_metrics, write_run_report
 
@@ -64,17 +66,30 @@ def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dic
                                                 image_size=config.image_size))
         model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
                             image_size=config.image_size, in_chans=data.input_spec.channels)
-        if method_spec(config.method).quantized:
+        spec = method_spec(config.method)
+        if spec.quantized and not spec.delay_fraction:
             quantize_and_calibrate(model, data.tensors["train"], config)
         optimizer = build_optimizer(config, model)
+        before_step, quantized_after = None, None
+        if spec.delay_fraction:
+            if accelerator.num_processes > 1:
+                raise NotImplementedError("delayed quantization adds step sizes in the middle of training, which DDP "
+                                          "cannot take: run the delayed methods in one process")
+            quantized_after = max(1, int(spec.delay_fraction * config.steps))
+
+            def before_step(step: int, unwrapped: torch.nn.Module) -> None:
+                if step == quantized_after + 1:  # full precision for the first `quantized_after` steps, then LSQ
+                    quantize_and_calibrate(unwrapped, data.tensors["train"], config)
+                    add_step_sizes(config, unwrapped, optimizer.optimizer)
         if accelerator.is_main_process:
             Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         if tracking:
             accelerator.init_trackers("gaqat_dg", config={k: v for k, v in config.to_dict().items()
                                                           if isinstance(v, int | float | str | bool)})
-        result = fit(config, model, optimizer, data, accelerator)
+        result = fit(config, model, optimizer, data, accelerator, before_step=before_step,
+                     select_after=quantized_after or 0)
 
-        metrics = run_metrics(config, data, result, optimizer, accelerator.num_processes)
+        metrics = run_metrics(config, data, result, optimizer, accelerator.num_processes, quantized_after)
         metrics["wall_time_s"] = time.perf_counter() - started
         if accelerator.is_main_process:
             write_run_report(metrics, config, result, data.classes, started)

