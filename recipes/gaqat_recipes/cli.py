@@ -293,6 +293,8 @@ def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                      "heldout_accuracy.png (nothing is trained).")
     parser.add_argument("--sweeps", nargs="+", required=True, help="sweep folders (each with runs/**/metrics.json)")
     parser.add_argument("--output-dir", required=True, help="where the combined report goes (created if missing)")
+    parser.add_argument("--reference", default=None, choices=list(METHODS),
+                        help="paired table of every method minus this one (default: GAQAT minus each baseline)")
     args = parser.parse_args(argv)
     try:
         runs = load_sweep_runs(args.sweeps)
@@ -300,7 +302,7 @@ def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         parser.error(str(err))
     if not runs:
         parser.error(f"no finished runs (runs/**/metrics.json) under {', '.join(args.sweeps)}")
-    write_sweep_report(runs, args.output_dir)
+    write_sweep_report(runs, args.output_dir, reference=args.reference)
     print((Path(args.output_dir) / "results.md").read_text())
     return runs
 

@@ -75,8 +75,12 @@ def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
     return "no evidence"
 
 
-def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat") -> list[dict[str, Any]]:
+def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat",
+                       baseline: str | None = None) -> list[dict[str, Any]]:
     """``method`` minus every other method in ``runs``, paired by (held-out domain, seed), per bit width.
+
+    With ``baseline``, the other way round: every other method minus ``baseline`` (``method`` is then
+    ignored), e.g. ``baseline="sagm-qat"`` for "what beats LSQ + SAGM".
 
     A quantized baseline is paired at the same bit width; a full-precision baseline (``fp``, ``fp-sam``)
     is paired with ``method`` at every bit width. Rows (empty when ``method`` is absent): ``comparison``
@@ -90,6 +94,8 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat")
         >>> rows = paired_comparisons([mk("gaqat", 3, 0.7), mk("qat", 4, 0.8), mk("fp", 4, 0.9)])
         >>> [(r["comparison"], round(r["test"][0], 6)) for r in rows]  # no LSQ W3A3 to pair with
         [('GAQAT W3A3 − FP (ERM)', -0.2)]
+        >>> [r["comparison"] for r in paired_comparisons([mk("gaqat", 4, 0.7), mk("qat", 4, 0.8)], baseline="qat")]
+        ['GAQAT W4A4 − LSQ W4A4']
     """
     from gaqat_recipes.methods import METHODS
     from gaqat_recipes.reporting.tables import method_bits, run_label
@@ -98,19 +104,22 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat")
     for run in runs:
         groups.setdefault(method_bits(run), []).append(run)
     order = list(METHODS)
+    by_bits = sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0])))
+    if baseline is not None:
+        pairs = [(key, members, ref_key, reference) for key, members in by_bits if key[0] != baseline
+                 for ref_key, reference in by_bits if ref_key[0] == baseline and ref_key[1] in (None, key[1])]
+    else:
+        pairs = [(key, members, ref_key, reference) for key, members in by_bits if key[0] == method
+                 for ref_key, reference in sorted(groups.items(), key=lambda item: order.index(item[0][0]))
+                 if ref_key[0] != method and ref_key[1] in (None, key[1])]
     rows = []
-    for (name, bits), members in sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0]))):
-        if name != method:
+    for (name, bits), members, (reference_name, _), reference in pairs:
+        test = paired_difference(members, reference, "test_acc")
+        if test[2] == 0:
             continue
-        for (baseline, baseline_bits), reference in sorted(groups.items(), key=lambda item: order.index(item[0][0])):
-            if baseline == method or baseline_bits not in (None, bits):
-                continue
-            test = paired_difference(members, reference, "test_acc")
-            if test[2] == 0:
-                continue
-            val = paired_difference(members, reference, "val_acc")
-            rows.append({"comparison": f"{run_label(members[0])} − {run_label(reference[0])}", "method": method,
-                         "baseline": baseline, "bits": bits, "test": test, "val": val, "verdict": verdict(*val)})
+        val = paired_difference(members, reference, "val_acc")
+        rows.append({"comparison": f"{run_label(members[0])} − {run_label(reference[0])}", "method": name,
+                     "baseline": reference_name, "bits": bits, "test": test, "val": val, "verdict": verdict(*val)})
     return rows
 
 

@@ -8,7 +8,7 @@ one folder end with one report that has both sweeps' runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,15 @@ def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "") -> dict[str, Path]:
+def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "",
+                       reference: str | None = None) -> dict[str, Path]:
     """Write ``results.md`` (mean ± std table), ``results.json`` (summary + every run) and ``heldout_accuracy.png``.
 
     When the runs include ``gaqat`` and a baseline that shares a (held-out domain, seed), ``results.md``
     also gets the paired "GAQAT minus each baseline" table (:func:`~gaqat_recipes.reporting.paired_comparisons`),
-    stored under ``"paired"`` in ``results.json``. The files are written atomically under ``root``'s lock.
+    stored under ``"paired"`` in ``results.json``. With ``reference`` (a method name, e.g. ``"sagm-qat"``),
+    it gets "every method minus ``reference``" instead. Runs trained with ``patience`` add a table of the
+    selected and last trained steps. The files are written atomically under ``root``'s lock.
 
     Examples:
         >>> import tempfile
@@ -61,10 +64,38 @@ def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: 
         ['heldout_accuracy.png', 'results.json', 'results.md']
     """
     with folder_lock(root):
-        return _write_report(runs, Path(root), title)
+        return _write_report(runs, Path(root), title, reference)
 
 
-def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str) -> dict[str, Path]:
+def training_length_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Per method and bit width: the selected step and the last step trained, mean (min–max) over runs.
+
+    Examples:
+        >>> runs = [{"config": {"method": "qat", "bits": 4}, "selected": {"step": s}, "stopped_step": s + 400}
+        ...         for s in (600, 1000)]
+        >>> print(training_length_markdown(runs).splitlines()[-1])
+        | LSQ W4A4 | 800 (600–1000) | 1200 (1000–1400) | 2 |
+    """
+    from gaqat_recipes.methods import METHODS
+    from gaqat_recipes.reporting.tables import method_bits, run_label
+
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(method_bits(run), []).append(run)
+    order = list(METHODS)
+
+    def cell(values: list[int]) -> str:
+        return f"{sum(values) / len(values):.0f} ({min(values)}–{max(values)})"
+
+    lines = ["| method | selected step | last step trained | runs |", "|---|---|---|---|"]
+    for _, members in sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0]))):
+        selected = [int(run["selected"]["step"]) for run in members]
+        stopped = [int(run.get("stopped_step") or run["config"].get("steps", 0)) for run in members]
+        lines.append(f"| {run_label(members[0])} | {cell(selected)} | {cell(stopped)} | {len(members)} |")
+    return "\n".join(lines)
+
+
+def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, reference: str | None = None) -> dict[str, Path]:
     rows = summarize_runs(runs)
     table = markdown_table(rows)
     paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "heldout_accuracy.png"}
@@ -72,13 +103,17 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str) -> dic
     text = f"{heading}\n\n{table}\n"
     if len({str(run["config"]["test_domain"]) for run in runs}) > 1:
         text += f"\n{VAL_NOTE}\n"
-    paired = paired_comparisons(runs)
+    paired = paired_comparisons(runs, baseline=reference)
     if paired:
-        text += (f"\nPaired differences (points): GAQAT minus each baseline over runs with the same held-out domain "
+        who = "each method minus the reference" if reference else "GAQAT minus each baseline"
+        text += (f"\nPaired differences (points): {who} over runs with the same held-out domain "
                  f"and seed, mean ± standard error; the verdict uses validation only (> {SIGNIFICANCE_SE:g} SE)\n\n"
                  f"{paired_markdown(paired)}\n")
-    compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s") if key in run}
-                    for run in runs]
+    if any(run.get("stopped_step") is not None for run in runs):
+        text += ("\nTraining length: the step selected by training-domain validation and the last step trained "
+                 f"(early stopping), mean (min–max) over runs\n\n{training_length_markdown(runs)}\n")
+    compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s", "stopped_step")
+                     if key in run} for run in runs]
     write_text_atomic(paths["table"], text)
     write_text_atomic(paths["json"], json.dumps({"summary": rows, "paired": paired, "runs": compact_runs}, indent=2))
     plot_heldout_bars(rows, paths["plot"])

@@ -64,3 +64,20 @@ def test_sweep_report_adds_the_paired_table_only_when_gaqat_and_a_baseline_share
     assert [r["comparison"] for r in stored] == [r["comparison"] for r in paired_comparisons(_grid())]
     write_sweep_report([r for r in _grid() if r["config"]["method"] != "gaqat"], tmp_path / "without")
     assert "Paired" not in (tmp_path / "without" / "results.md").read_text()
+
+
+def test_against_a_reference_every_other_method_is_paired_with_it_at_its_bits():
+    rows = {row["comparison"]: row for row in paired_comparisons(_grid(), baseline="qat")}
+    assert list(rows) == ["GAQAT W4A4 − LSQ W4A4", "GAQAT W3A3 − LSQ W3A3"]  # FP has no quantized partner bits
+    assert rows["GAQAT W3A3 − LSQ W3A3"]["test"][0] == pytest.approx((0.60 - 0.61 + 0.62 - 0.60 + 0.58 - 0.55) / 3)
+    assert all(row["baseline"] == "qat" and row["method"] == "gaqat" for row in rows.values())
+
+
+def test_sweep_report_with_a_reference_and_early_stopped_runs_states_the_training_length(tmp_path):
+    runs = _grid()
+    for index, run in enumerate(runs):
+        run["selected"]["step"], run["stopped_step"] = 100 * (index % 3 + 1), 100 * (index % 3 + 5)
+    write_sweep_report(runs, tmp_path, reference="qat")
+    text = (tmp_path / "results.md").read_text()
+    assert "each method minus the reference" in text and "| GAQAT W4A4 − LSQ W4A4 |" in text
+    assert "| GAQAT W4A4 | 200 (100–300) | 600 (500–700) | 3 |" in text  # runs 0, 5, 10: selected 100, 300, 200
