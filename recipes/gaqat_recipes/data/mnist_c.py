@@ -164,8 +164,6 @@ def canny_edges(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 CORRUPTIONS: dict[str, Corruption] = {fn.__name__: fn for fn in (
     identity, shot_noise, impulse_noise, glass_blur, motion_blur, shear, scale, brightness, fog, spatter, stripe,
     dotted_line, zigzag, canny_edges)}
-
-
 """Corruption name -> function ``(image in [0, 1], rng) -> image in [0, 1]``; ``identity`` is the clean domain."""
 
 MNIST_C_DOMAINS: tuple[str, ...] = ("identity", "impulse_noise", "glass_blur", "motion_blur", "shear", "fog", "zigzag",
@@ -194,6 +192,11 @@ def build_mnist_c(seed: int = 0, corruptions: Sequence[str] = MNIST_C_DOMAINS) -
     Args:
         seed: seed of the shuffle that deals images to domains and of every corruption's randomness.
         corruptions: the domains, names from :data:`CORRUPTIONS` (at least two, distinct).
+
+    Examples:
+        >>> dd = build_mnist_c(seed=0, corruptions=["identity", "zigzag"])
+        >>> list(dd), dd["zigzag"].num_rows, dd["zigzag"].features["domain"].names
+        (['identity', 'zigzag'], 2500, ['identity', 'zigzag'])
     """
     names = list(corruptions)
     if len(names) < 2 or len(set(names)) != len(names):
