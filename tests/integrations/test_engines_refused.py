@@ -60,3 +60,14 @@ def test_parameters_on_several_devices_are_refused():
     opt = GAQATOptimizer(torch.optim.SGD([on_cpu], lr=0.1), freeze_threshold=None)
     with pytest.raises(NotImplementedError, match="several devices"):
         opt.add_param_group({"params": [elsewhere]})
+
+
+def test_known_gap_fsdp_of_a_quantized_model_fails_in_torch_on_the_scalar_input_step_sizes(single_rank_world):
+    """docs/troubleshooting.md states this gap: when it stops failing here, GAQAT's own refusal must be tested instead."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from gaqat_wrap import quantize_model
+
+    model = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), bits=4)
+    with pytest.raises(ValueError, match="scalar parameters"):
+        FullyShardedDataParallel(model, device_id=torch.device("cpu"))
