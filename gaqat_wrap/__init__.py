@@ -19,6 +19,7 @@ from gaqat_wrap.quant import (
     param_groups,
     quant_report,
     quantize_model,
+    set_saved_inputs,
 )
 from gaqat_wrap.second_pass import protect_running_stats, second_pass
 
@@ -42,4 +43,5 @@ __all__ = [
     "quant_report",
     "quantize_model",
     "second_pass",
+    "set_saved_inputs",
 ]
