@@ -177,6 +177,25 @@ def test_int8_codes_keep_two_bytes_per_input_element():
     assert saved == 2 * x.numel() + scales
 
 
+def test_under_bf16_autocast_float_mode_keeps_the_float32_input_and_int8_two_bytes():
+    """Full precision keeps autocast's bf16 copy of a float32 input (2 bytes), "float" the input (4), "int8" 2."""
+    layer, x = quantized_layer("linear_3d_input", "signed", torch.float32)
+    fp = nn.Linear(16, 12)
+    x.requires_grad_(True)
+    scales = 4 + 4 * layer.weight.shape[0]
+
+    def saved(module: nn.Module) -> int:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return saved_tensor_bytes(lambda: module(x), exclude=[*module.parameters()])
+
+    fp_bytes = saved(fp)
+    assert fp_bytes == 2 * x.numel() + 2 * fp.weight.numel()  # bf16 copies of x and of the weight
+    set_saved_inputs(layer, "float")
+    assert saved(layer) == 4 * x.numel() + scales
+    set_saved_inputs(layer, "int8")
+    assert saved(layer) == 2 * x.numel() + scales
+
+
 # -- activation memory ------------------------------------------------------------------------------------------------
 
 class TransformerMLP(nn.Module):
