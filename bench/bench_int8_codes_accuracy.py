@@ -4,7 +4,7 @@ The int8-codes mode keeps two bytes per quantized-layer input instead of the flo
 input and weight gradients are unchanged, the input step size's gradient is approximate (its in-range
 term uses ``round(v) - v`` rounded to 1/254 of a step). This script trains the demo configuration
 (``recipes/demo.py``: Rotated-MNIST, ``mnist_cnn_small``, W4A4, held-out 75°, seed 0) for the
-quantized methods in both modes with :func:`gaqat_wrap.training.train_dg` and compares held-out
+quantized methods in both modes with ``gaqat_recipes.run.train_dg`` and compares held-out
 accuracy (at the checkpoint selected by training-domain validation and at the last step).
 
 The mode is set through the class default ``QuantizedLayer.saved_inputs`` for the whole process, so
@@ -25,8 +25,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gaqat_recipes import TrainConfig, train_dg
 from gaqat_wrap.quant.layers import QuantizedLayer
-from gaqat_wrap.training import TrainConfig, train_dg
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "int8_codes_accuracy.json"

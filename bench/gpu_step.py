@@ -79,7 +79,8 @@ def make_step(model: nn.Module, method: str, x: torch.Tensor, y: torch.Tensor) -
         return loss
 
     if method in ("lsq_sam", "gaqat"):
-        optimizer = GAQATOptimizer(base, sam_rho=SAM_RHO, **({"freeze_threshold": None} if method == "lsq_sam" else {}))
+        no_freezing = {"freeze_threshold": None} if method == "lsq_sam" else {}
+        optimizer = GAQATOptimizer(base, model=model, sam_rho=SAM_RHO, **no_freezing)
         return lambda: optimizer.step(closure)
 
     def step() -> None:

@@ -1,4 +1,4 @@
-"""Export for the edge: integer weights in safetensors, ONNX QuantizeLinear/DequantizeLinear, file sizes."""
+"""Export for the edge: integer weights in safetensors, ONNX QuantizeLinear/DequantizeLinear."""
 
 from gaqat_wrap.export.integer_file import export_integer_model, load_integer_model, read_export_config
 from gaqat_wrap.export.integer_layer import IntegerLayer, IntegerLayerSpec
@@ -6,17 +6,14 @@ from gaqat_wrap.export.integer_model import exportable_layers, to_integer_model
 from gaqat_wrap.export.onnx_qdq import OnnxExportReport, QDQTensor, export_onnx_qdq
 from gaqat_wrap.export.packing import pack_int4, unpack_int4
 from gaqat_wrap.export.runtime import onnxruntime_session
-from gaqat_wrap.export.sizes import ExportSizes, export_sizes
 
 __all__ = [
-    "ExportSizes",
     "IntegerLayer",
     "IntegerLayerSpec",
     "OnnxExportReport",
     "QDQTensor",
     "export_integer_model",
     "export_onnx_qdq",
-    "export_sizes",
     "exportable_layers",
     "load_integer_model",
     "onnxruntime_session",

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from gaqat_wrap.export.integer_layer import IntegerLayerSpec
 from gaqat_wrap.export.integer_model import exportable_layers, integer_tensors, to_integer_model
 from gaqat_wrap.export.packing import pack_int4
+from gaqat_wrap.extras import require
 from gaqat_wrap.quant.layers import QuantizedLayer
 
 if TYPE_CHECKING:  # onnx is an optional extra: imported when an export runs
@@ -119,7 +120,7 @@ def onnx_container(bits: int, signed: bool, low_bit: LowBit) -> tuple[str, int]:
 # -- placeholders: how the custom ops leave the torch exporter ------------------------------
 def _register_placeholder_schemas() -> None:
     """Declare the two placeholder ops so the exporter can build nodes for them (idempotent)."""
-    import onnx
+    onnx = require("onnx", "onnx")
     from onnx.defs import OpSchema
 
     floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
@@ -141,7 +142,7 @@ def _register_placeholder_schemas() -> None:
 
 
 def _translation_table() -> dict:
-    import onnxscript
+    onnxscript = require("onnxscript", "onnx")
 
     _register_placeholder_schemas()
     opset = onnxscript.values.Opset(PLACEHOLDER_DOMAIN, 1)
@@ -298,7 +299,7 @@ def export_onnx_qdq(
         >>> [(t.role, t.onnx_type, t.native) for t in report.tensors]
         [('weight', 'INT4', True), ('input', 'UINT4', True)]
     """
-    import onnx
+    onnx = require("onnx", "onnx")
 
     if low_bit not in MIN_OPSET:
         raise ValueError(f"low_bit must be 'int4' (opset 21+) or 'int8' (opset 13+), got {low_bit!r}")

@@ -43,7 +43,7 @@ def data(n: int, shape: tuple[int, ...] = (3, 16, 16), seed: int = 1) -> list[tu
 
 def train_gaqat(model: nn.Module, forward, batches) -> None:
     """GAQAT steps (the public step(closure) API) whose closure runs ``forward`` (eager or compiled)."""
-    opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), sam_rho=0.05, window=2)
+    opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model=model, sam_rho=0.05, window=2)
     for x, y in batches:
         def closure(x=x, y=y):
             loss = F.cross_entropy(forward(x), y)
