@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gaqat_wrap import GAQATOptimizer, quantize_model
+from gaqat_wrap import GAQATOptimizer, quantize_model, unquantize_model
+from gaqat_wrap.optim import OscillationFreezer
 from gaqat_wrap.quant.fused import RESIDUAL_STEPS, FakeQuantArgs, fused_fake_quant_layer
 from gaqat_wrap.quant.layers import QuantizedLayer, quantize_layer
 from gaqat_wrap.quant.lsq import lsq_fake_quant, quant_range
@@ -203,9 +204,9 @@ class TransformerMLP(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.stem = nn.Linear(8, 32)  # first in module order: quantize_model keeps it FP (keep_first_last)
         self.norm, self.fc1, self.fc2 = nn.LayerNorm(32), nn.Linear(32, 64), nn.Linear(64, 32)
         self.head_norm, self.head = nn.LayerNorm(32), nn.Linear(32, 4)
-        self.stem = nn.Linear(8, 32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
@@ -276,10 +277,73 @@ def test_gaqat_steps_with_the_fused_node_equal_the_two_op_path_bit_for_bit():
     for mode in ("unfused", "float"):
         model = copy.deepcopy(net)
         set_saved_inputs(model, mode)
-        opt = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), sam_rho=0.05, window=2)
+        opt = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), model=model, sam_rho=0.05, window=2)
         for x, y in data:
-            opt.step(lambda x=x, y=y, model=model: F.cross_entropy(model(x), y).backward())
+            opt.step(classification_closure(model, x, y))
         states[mode] = model.state_dict()
+    for key, value in states["unfused"].items():
+        assert torch.equal(states["float"][key], value), key
+
+
+def classification_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """The closure GAQATOptimizer.step runs twice: forward, cross-entropy, backward; returns the loss."""
+    def closure() -> torch.Tensor:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+    return closure
+
+
+def graph_nodes(output: torch.Tensor) -> list:
+    """Every autograd node behind ``output``."""
+    seen, stack = [], [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.append(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+class AttentionClassifier(nn.Module):
+    """Linear stem -> quantized MultiheadAttention (its out_proj a fused Linear) -> Linear -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.attn = nn.Linear(6, 16), nn.MultiheadAttention(16, 2, batch_first=True)
+        self.mlp, self.head = nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(F.gelu(self.mlp(h)).mean(dim=1))
+
+
+@pytest.mark.filterwarnings("ignore:GAQATOptimizer froze")
+def test_gaqat_with_oscillation_freezing_and_quantized_attention_equals_the_two_op_path_bit_for_bit():
+    """The fused node under everything main composes with it: GAQAT's two passes and freezing, the
+    OscillationFreezer's gradient hooks and pinned weights, and attention whose out_proj is a fused Linear."""
+    torch.manual_seed(0)
+    net = quantize_model(AttentionClassifier(), bits=4)
+    assert type(net.attn).__name__ == "QuantizedMultiheadAttention" and isinstance(net.attn.out_proj, QuantizedLayer)
+    gen = torch.Generator().manual_seed(2)
+    data = [(torch.randn(4, 5, 6, generator=gen), torch.randint(0, 3, (4,), generator=gen)) for _ in range(12)]
+    net(data[0][0])
+    fused = [node for node in graph_nodes(net(data[0][0])) if node.name() == FUSED_NODE]
+    assert len(fused) == 2, "mlp and attn.out_proj run the fused node (stem and head stay FP)"
+    states, frozen = {}, {}
+    for mode in ("unfused", "float"):
+        model = copy.deepcopy(net)
+        set_saved_inputs(model, mode)
+        opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.2), model=model, sam_rho=0.05, window=2)
+        freezer = OscillationFreezer(model, opt, total_steps=len(data), momentum=0.3, freeze_threshold=0.5,
+                                     freeze_threshold_final=0.35, warm_start=0.0)
+        for x, y in data:
+            opt.step(classification_closure(model, x, y))
+        states[mode] = model.state_dict()
+        frozen[mode] = {role: index.tolist() for role, (index, _) in freezer.frozen_integers().items()}
+    assert frozen["float"] == frozen["unfused"]
+    assert frozen["float"]["mlp.weight"] and frozen["float"]["attn.out_proj.weight"], "both fused layers had pinned weights"
     for key, value in states["unfused"].items():
         assert torch.equal(states["float"][key], value), key
 
@@ -290,3 +354,10 @@ def test_set_saved_inputs_rejects_unknown_modes_and_unquantized_models():
         set_saved_inputs(net, "fp16")
     with pytest.raises(ValueError, match="no quantized layer; call quantize_model"):
         set_saved_inputs(nn.Linear(2, 2), "int8")
+
+
+def test_unquantize_model_drops_the_saved_inputs_choice():
+    net = quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)))
+    set_saved_inputs(net, "int8")
+    unquantize_model(net)
+    assert type(net[1]) is nn.Linear and "saved_inputs" not in vars(net[1])
