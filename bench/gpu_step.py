@@ -12,7 +12,8 @@ For timm ``vit_small_patch16_224`` and ``resnet50`` (random init) at batch 64, 2
 Each (model, method) runs ``--warmup`` untimed steps, then ``--steps`` steps timed one by one with
 CUDA events; the figures are the median ms / step, ``batch / median`` images / s, the peak of
 ``torch.cuda.max_memory_allocated`` over the timed steps (weights, optimizer state, activations,
-workspace) and the activation memory of one forward (``gaqat_wrap.quant.saved_tensor_bytes``).
+workspace), the activation memory of one forward (``gaqat_wrap.quant.saved_tensor_bytes``) and the
+synchronising CUDA calls of one more step (``torch.cuda.set_sync_debug_mode("warn")``).
 Writes ``bench/results/gpu_step.json`` and the page ``docs/results/gpu.md``.
 
 Without a CUDA device the script prints why and exits with status 3 (:data:`NO_CUDA_EXIT`), writing
@@ -30,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,15 +121,29 @@ def measure(name: str, method: str, args: argparse.Namespace, device: torch.devi
             step()
             times.append((time.perf_counter() - started) * 1e3)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    syncs = count_host_syncs(step) if cuda else None
     with torch.autocast(device.type, dtype=torch.bfloat16):
         saved = saved_tensor_bytes(lambda: F.cross_entropy(model(x), y), exclude=model.parameters())
     ms = statistics.median(times)
     row = {"median_ms": round(ms, 2), "images_per_s": round(args.batch / ms * 1e3, 1),
            "peak_memory_mib": None if peak is None else round(peak, 1),
-           "saved_for_backward_mib": round(saved / 2**20, 1), "steps_timed": len(times)}
+           "saved_for_backward_mib": round(saved / 2**20, 1), "host_syncs_per_step": syncs, "steps_timed": len(times)}
     print(f"{name:<24} {method:<9} {row['median_ms']:9.2f} ms  {row['images_per_s']:9.1f} img/s  "
-          f"peak {row['peak_memory_mib']} MiB  saved {row['saved_for_backward_mib']} MiB", flush=True)
+          f"peak {row['peak_memory_mib']} MiB  saved {row['saved_for_backward_mib']} MiB  syncs {syncs}", flush=True)
     return row
+
+
+def count_host_syncs(step: Callable[[], None]) -> int:
+    """Synchronising CUDA calls in one step: the warnings of ``torch.cuda.set_sync_debug_mode("warn")``."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def markdown(results: dict) -> str:
@@ -139,22 +155,26 @@ def markdown(results: dict) -> str:
         "AdamW, timm models with random weights; W4A4 on every Linear/Conv but the first and last layer. "
         "Written by `bench/gpu_step.py`.",
         "",
-        "| model | method | ms / step (median) | × FP | images / s | peak memory (MiB) | saved for backward (MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | method | ms / step (median) | × FP | images / s | peak memory (MiB) | saved for backward (MiB) "
+        "| host syncs / step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in results["models"].items():
         fp = rows.get("fp")
         for method, row in rows.items():
             ratio = f"{row['median_ms'] / fp['median_ms']:.2f}" if fp else "–"
             peak = "–" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}"
+            syncs = "–" if row["host_syncs_per_step"] is None else row["host_syncs_per_step"]
             lines.append(f"| {name} | {LABELS[method]} | {row['median_ms']:.1f} | {ratio} | {row['images_per_s']:.0f} "
-                         f"| {peak} | {row['saved_for_backward_mib']:.1f} |")
+                         f"| {peak} | {row['saved_for_backward_mib']:.1f} | {syncs} |")
     lines += [
         "",
         "*Peak memory*: `torch.cuda.max_memory_allocated` over the timed steps (weights, optimizer state,",
         "activations, workspace). *Saved for backward*: bytes autograd keeps between forward and backward in",
         "one forward (`gaqat_wrap.quant.saved_tensor_bytes`). LSQ + SAM and GAQAT run two forward/backward",
-        "passes per step.",
+        "passes per step. *Host syncs / step*: synchronising CUDA calls in one step after the timed ones, counted",
+        "with `torch.cuda.set_sync_debug_mode(\"warn\")` (the GAQAT step reads one value back per step, the skip",
+        "decision; see docs/concepts/gaqat.md).",
         "",
         f"Measured {results['date']} on {m['device_name']} ({m['device']}), torch {m['torch']}, CUDA {m['cuda']}, "
         f"timm {m['timm']}, gaqat_wrap {m['gaqat_wrap']}, python {m['python']}; {s['warmup']} warm-up steps, then "
