@@ -61,6 +61,8 @@ IMPLEMENTATIONS = ("fp32", "ours", "ours_int8", "ours_unfused", "torch_lfq", "br
 MODELS = ("vit_tiny_patch16_224", "resnet18")
 TIME_GOAL, MEMORY_GOAL = 1.15, 1.10
 """Goals for ``ours`` against FP32: step time and saved-for-backward memory."""
+BUSY_LOAD = 3.0
+"""Above this 1-minute load average the page warns that its times are unreliable (2 cores)."""
 INT8_ACCURACY = ROOT / "bench" / "results" / "int8_codes_accuracy.json"
 
 
@@ -361,6 +363,17 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def load_caveat(machine_info: dict) -> list[str]:
+    """A warning under the verdicts when other processes loaded the machine during the run (times unreliable)."""
+    loads = [machine_info.get("load_before", 0.0), machine_info.get("load_after", 0.0)]
+    if max(loads) <= BUSY_LOAD:
+        return []
+    return ["", f"**The times above were measured on a busy machine** (1-minute load average {loads[0]} before and "
+            f"{loads[1]} after the run, {machine_info['threads']} threads): the time ratios are not reliable at that "
+            "load and do not verify the time goal; re-run on an idle machine for them. The memory figures do not "
+            "depend on load."]
+
+
 def int8_accuracy_section() -> list[str]:
     """The table of ``bench/bench_int8_codes_accuracy.py``'s results, when they exist."""
     if not INT8_ACCURACY.is_file():
@@ -407,7 +420,7 @@ def markdown(results: dict) -> str:
                          f"| {row['saved_for_backward_mib']:.1f} | {row['saved_ratio_to_fp32']:.2f} "
                          f"| {row['median_cpu_ms']:.1f} | {row['cpu_ratio_to_fp32']:.2f} |")
     m = results["machine"]
-    lines += ["", *verdicts(results)]
+    lines += ["", *verdicts(results), *load_caveat(m)]
     lines += [
         "",
         "*ms / step* is wall-clock time; *CPU ms / step* is the process CPU time (all threads) of the same steps,",
