@@ -32,6 +32,7 @@ from gaqat_wrap.quant import (
     param_groups,
     quant_report,
     quantize_model,
+    set_saved_inputs,
     step_sizes,
     unquantize_model,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "quantize_model",
     "reestimate_batchnorm",
     "second_pass",
+    "set_saved_inputs",
     "step_sizes",
     "unquantize_model",
 ]

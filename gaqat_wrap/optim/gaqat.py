@@ -336,6 +336,7 @@ class GAQATOptimizer(Optimizer):
         return self._scale_roles()[0]
 
     # -- the step ----------------------------------------------------------------------
+    @torch.compiler.disable
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         """One GAQAT step; ``closure`` runs forward + backward and returns the loss.
 
@@ -354,6 +355,8 @@ class GAQATOptimizer(Optimizer):
         re-raises; the optimizer stays usable. A non-finite loss or gradient skips
         the step with the same restoration (see :attr:`skipped_steps`).
         Returns the first pass's loss when the closure ran it, else the second pass's.
+        Under ``torch.compile`` the step runs eagerly (a graph break; see "Host reads" in
+        ``docs/concepts/gaqat.md``); compile the model to compile the passes.
 
         Examples:
             >>> w = torch.nn.Parameter(torch.ones(2))
@@ -438,6 +441,7 @@ class GAQATOptimizer(Optimizer):
         self.zero_grad(set_to_none=True)
         return True
 
+    @torch.compiler.disable
     @torch.no_grad()
     def first_step(self, loss: Tensor | float | None = None) -> None:
         """Steps 1-2: keep g0 on the step sizes, move the perturbed parameters to θ + ε.
@@ -494,6 +498,7 @@ class GAQATOptimizer(Optimizer):
                                  epsilon_norms=norms if null_step else None)
         self.zero_grad(set_to_none=True)
 
+    @torch.compiler.disable
     @torch.no_grad()
     def second_step(self, zero_grad: bool = True, loss: Tensor | float | None = None) -> bool:
         """Steps 3-7: restore θ, measure conflicts, freeze, update direction, base step.

@@ -5,6 +5,7 @@ from gaqat_wrap.quant.calibrate import calibrate, input_quantizers, run_model_on
 from gaqat_wrap.quant.config import QuantConfig
 from gaqat_wrap.quant.layers import LayerAdapter, QuantizedLayer, register_adapter
 from gaqat_wrap.quant.lsq import lsq_fake_quant, quant_range
+from gaqat_wrap.quant.memory import saved_tensor_bytes, set_saved_inputs
 from gaqat_wrap.quant.param_groups import param_groups
 from gaqat_wrap.quant.quantize import quantize_model
 from gaqat_wrap.quant.quantizer import LSQQuantizer, step_sizes
@@ -28,6 +29,8 @@ __all__ = [
     "quantize_model",
     "register_adapter",
     "run_model_on_batch",
+    "saved_tensor_bytes",
+    "set_saved_inputs",
     "step_sizes",
     "unquantize_model",
 ]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaqat_wrap.class_swap import mixin_subclass
+from gaqat_wrap.quant.fused import ConvArgs, fused_fake_quant_layer
 from gaqat_wrap.quant.quantizer import LSQQuantizer, ScaleInit
 
 
@@ -255,12 +256,33 @@ class QuantizedLayer(nn.Module):
     _gaqat_original_class: type
     weight_quantizer: LSQQuantizer
     input_quantizer: LSQQuantizer | None
+    saved_inputs: str = "float"
+    """What backward keeps of the input: ``"float"``, ``"int8"`` or ``"unfused"`` (see :func:`set_saved_inputs`)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._runs_fused(x):
+            quantizer = self.input_quantizer
+            return fused_fake_quant_layer(
+                x, self.weight, self.bias, None if quantizer is None else quantizer.fake_quant_args(x),
+                self.weight_quantizer.fake_quant_args(self.weight),
+                None if self._gaqat_adapter is LINEAR else ConvArgs.of(self), keep_codes=self.saved_inputs == "int8")
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         weight = self.weight_quantizer(self._gaqat_adapter.effective_weight(self))
         return self._gaqat_adapter.compute(self, x, weight)
+
+    def _runs_fused(self, x: Tensor) -> bool:
+        """Whether the fused node computes this forward.
+
+        It covers plain Linear layers and zero-padded Conv layers (numeric padding, batched input) outside
+        calibration; adapters with their own weight or padding keep the two-op path.
+        """
+        if self.saved_inputs == "unfused" or (self.input_quantizer is not None and self.input_quantizer.calibrating):
+            return False
+        if self._gaqat_adapter is LINEAR:
+            return True
+        return (self._gaqat_adapter is CONV and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and x.dim() == len(self.stride) + 2)
 
     def effective_weight(self) -> Tensor:
         """The full-precision weight this layer quantizes."""

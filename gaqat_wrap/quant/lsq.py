@@ -21,6 +21,7 @@ the elements that share one step size. ``round`` is round-half-to-even, as in
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -79,6 +80,50 @@ def _reduce_to(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     return t.sum(dim=dims, dtype=dtype).reshape(shape)
 
 
+def fake_quant_values(x: Tensor, scale: Tensor, qn: int, qp: int) -> Tensor:
+    """The forward ``s * round(clamp(x / s, Qn, Qp))`` in one division and three in-place ops (no autograd).
+
+    ``scale`` must already be positive and of ``x``'s dtype.
+
+    Examples:
+        >>> fake_quant_values(torch.tensor([0.26, 9.0]), torch.tensor(0.5), -4, 3)
+        tensor([0.5000, 1.5000])
+    """
+    return torch.div(x, scale).round_().clamp_(qn, qp).mul_(scale)
+
+
+def step_size_derivative(v: Tensor, qn: int, qp: int, rounded: Tensor | None = None) -> Tensor:
+    """``dx_q/ds`` for ``v = x / s`` (module docstring), in a fresh buffer.
+
+    ``round(v) - v`` inside the range, ``Qn`` / ``Qp`` outside, computed as
+    ``clamp(round(v), Qn, Qp) - (v inside, 0 outside)``. ``rounded`` is
+    ``clamp(round(v), Qn, Qp)`` if the caller has it; without it ``v`` is
+    rounded in place (and so overwritten) to save a buffer.
+
+    Examples:
+        >>> step_size_derivative(torch.tensor([0.25, -9.0, 7.0]), -8, 7)
+        tensor([-0.2500, -8.0000,  7.0000])
+    """
+    # hardtanh_backward(a, v, Qn, Qp) is a where Qn < v < Qp and 0 elsewhere: the strict LSQ mask
+    # without bool tensors (slow on CPU).
+    v_inside = torch.ops.aten.hardtanh_backward(v, v, qn, qp)
+    if rounded is None:
+        rounded = v.round_().clamp_(qn, qp)
+    return torch.sub(rounded, v_inside, out=v_inside)
+
+
+def reduce_step_size_grad(per_element: Tensor, scale_shape: torch.Size, scale_dtype: torch.dtype,
+                          grad_scale: float) -> Tensor:
+    """``g * sum(per_element)`` over the elements sharing each step size, accumulated in float32 (float64 inputs: float64).
+
+    Examples:
+        >>> reduce_step_size_grad(torch.ones(2, 3), torch.Size([2, 1]), torch.float32, 0.5).flatten().tolist()
+        [1.5, 1.5]
+    """
+    accumulate = torch.float64 if per_element.dtype == torch.float64 else torch.float32
+    return _reduce_to(per_element, scale_shape, accumulate).mul_(grad_scale).to(scale_dtype)
+
+
 class _LSQFakeQuant(torch.autograd.Function):
     """The LSQ forward and gradients of the module docstring in few, vectorised passes.
 
@@ -96,7 +141,7 @@ class _LSQFakeQuant(torch.autograd.Function):
         ctx.save_for_backward(x, s)
         ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
         ctx.scale_shape, ctx.scale_dtype = scale.shape, scale.dtype
-        return torch.div(x, s).round_().clamp_(qn, qp).mul_(s)
+        return fake_quant_values(x, s, qn, qp)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -106,13 +151,25 @@ class _LSQFakeQuant(torch.autograd.Function):
         grad_x = torch.ops.aten.hardtanh_backward(grad_out, v, qn, qp) if ctx.needs_input_grad[0] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
-            # t = round(v) - v inside the range, Qn or Qp outside = clamp(round(v)) - (v inside, 0 outside)
-            v_inside = torch.ops.aten.hardtanh_backward(v, v, qn, qp)
-            step_term = torch.sub(v.round_().clamp_(qn, qp), v_inside, out=v_inside)
-            accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
-            grad_scale = _reduce_to(step_term.mul_(grad_out), ctx.scale_shape, accumulate)
-            grad_scale = grad_scale.mul_(ctx.grad_scale).to(ctx.scale_dtype)
+            step_term = step_size_derivative(v, qn, qp)  # rounds v in place: last use of v
+            grad_scale = reduce_step_size_grad(step_term.mul_(grad_out), ctx.scale_shape, ctx.scale_dtype,
+                                               ctx.grad_scale)
         return grad_x, grad_scale, None, None, None
+
+
+class FakeQuantArgs(NamedTuple):
+    """The arguments of one fake quantization after ``x``: step size (broadcastable to ``x``), ``Qn``, ``Qp``, ``g``.
+
+    Examples:
+        >>> args = FakeQuantArgs(torch.tensor(0.5), -4, 3, 1.0)
+        >>> lsq_fake_quant(torch.tensor([0.26, 9.0]), *args)
+        tensor([0.5000, 1.5000])
+    """
+
+    scale: Tensor
+    qn: int
+    qp: int
+    grad_scale: float
 
 
 def lsq_fake_quant(x: Tensor, scale: Tensor, qn: int, qp: int, grad_scale: float = 1.0) -> Tensor:

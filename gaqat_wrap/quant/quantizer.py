@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from gaqat_wrap.quant.lsq import (
+    FakeQuantArgs,
     lsq_fake_quant,
     lsq_grad_scale,
     lsq_init_scale,
@@ -232,10 +233,19 @@ class LSQQuantizer(nn.Module):
         self._initialized = True
 
     # -- forward --------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
-        if self._calibrating:
-            self._observe(x)
-            return x
+    def fake_quant_args(self, x: Tensor) -> FakeQuantArgs:
+        """What fake-quantizing ``x`` takes: the step size viewed to broadcast, ``Qn``, ``Qp`` and the LSQ ``g``.
+
+        Initialises the step size from ``x`` first if it is not yet set.
+        :meth:`forward` is ``lsq_fake_quant(x, *self.fake_quant_args(x))``; the fused layers
+        (:mod:`gaqat_wrap.quant.fused`) use the same arguments.
+
+        Examples:
+            >>> q = LSQQuantizer(4, kind="weight", num_channels=3)
+            >>> args = q.fake_quant_args(torch.randn(3, 5))
+            >>> args.scale.shape, args.qn, args.qp, round(args.grad_scale, 4)
+            (torch.Size([3, 1]), -8, 7, 0.169)
+        """
         if not self._initialized:
             if self.kind == "weight":
                 self.initialize_from_weight(x)
@@ -249,7 +259,18 @@ class LSQQuantizer(nn.Module):
         else:
             scale = self.scale
             per_scale = x[0].numel() if x.dim() > 1 else x.numel()
-        return lsq_fake_quant(x, scale, qn, qp, lsq_grad_scale(per_scale, qp))
+        return FakeQuantArgs(scale, qn, qp, lsq_grad_scale(per_scale, qp))
+
+    @property
+    def calibrating(self) -> bool:
+        """True between :meth:`begin_calibration` and :meth:`end_calibration`: forwards pass data through."""
+        return self._calibrating
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._calibrating:
+            self._observe(x)
+            return x
+        return lsq_fake_quant(x, *self.fake_quant_args(x))
 
 
 def _refresh_cached_flags(module: nn.Module, incompatible_keys: object = None) -> None:

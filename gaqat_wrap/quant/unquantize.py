@@ -10,7 +10,7 @@ from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.quantize import CONFIG_ATTR, NOTE_ATTR, SKIP_REASON_ATTR
 from gaqat_wrap.quant.quantizer import LSQQuantizer
 
-_LAYER_ATTRS = ("_gaqat_adapter", "_gaqat_original_class", NOTE_ATTR)
+_LAYER_ATTRS = ("_gaqat_adapter", "_gaqat_original_class", "saved_inputs", NOTE_ATTR)
 
 
 def _quantized_weights(module: nn.Module) -> list[tuple[str, LSQQuantizer]]:
