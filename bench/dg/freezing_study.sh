@@ -46,7 +46,7 @@ w4() { sweep 4 "${CORE[@]}"; }
 extra() { sweep 3 "${EXTRA[@]}"; sweep 4 "${EXTRA[@]}"; }
 report() {  # paired tables over both held-out domains of each benchmark and precision (no training)
   for grid in "$OUT"/*_w?; do
-    [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_* --output-dir "$grid" --reference sagm-qat > /dev/null
+    [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
 }
 
