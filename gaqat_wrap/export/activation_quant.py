@@ -16,7 +16,10 @@ narrows ``[low, high]`` to ``[zp + round(a / s), zp + round(b / s)]``, which is
 exact because rounding is monotone: ``round(clamp(v, a, b)) = clamp(round(v), round(a), round(b))``.
 
 A tensor without a learned step size gets an 8-bit grid calibrated from its
-observed range (asymmetric, zero included), as onnxruntime's ``quantize_static`` does.
+observed range (asymmetric, zero included), as onnxruntime's ``quantize_static``
+does. When a layer with a learned grid also reads it (re-quantizing from the
+8-bit grid), the 8-bit step is the learned step divided by an odd integer, so
+the re-quantization is exact (:meth:`ActivationQuant.calibrated_for`).
 
 Examples:
     >>> grid = ActivationQuant.learned(bits=4, signed=True, scale=0.5, origin="fc")
@@ -26,6 +29,8 @@ Examples:
     8
     >>> ActivationQuant.calibrated(-1.0, 3.0, origin="add").zero_point
     64
+    >>> round(ActivationQuant.calibrated_for(0.0, 3.0, grid, origin="add").scale, 6)   # 0.5 / 41
+    0.012195
 """
 
 from __future__ import annotations
@@ -71,6 +76,27 @@ class ActivationQuant:
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"calibration range of {origin} is not finite ({minimum}, {maximum}): check the calibration data")
         scale = float(np.float32((high - low) / 255.0)) if high > low else 1.0
+        zero_point = int(min(max(round(-low / scale), 0), 255))
+        return cls(scale, zero_point, 0, 255, "calibrated", origin)
+
+    @classmethod
+    def calibrated_for(cls, minimum: float, maximum: float, reader: ActivationQuant, *, origin: str) -> ActivationQuant:
+        """An 8-bit grid over the range whose step is ``reader.scale / k`` for the largest odd ``k`` that fits.
+
+        Re-quantizing from this grid to ``reader``'s grid is exact: the reader's rounding boundaries
+        ``(n + 1/2) * reader.scale`` are rounding boundaries of this grid too (``k`` odd), so rounding
+        to this grid never moves a value across one. Falls back to :meth:`calibrated` when even
+        ``k = 1`` cannot cover the range with 256 steps.
+        """
+        low, high = min(float(minimum), 0.0), max(float(maximum), 0.0)
+        plain = cls.calibrated(minimum, maximum, origin=origin)
+        if high <= low:
+            return plain
+        k = math.floor(255 * reader.scale / (high - low))
+        k -= 1 - k % 2  # largest odd integer <= k
+        if k < 1:
+            return plain
+        scale = float(np.float32(reader.scale / k))
         zero_point = int(min(max(round(-low / scale), 0), 255))
         return cls(scale, zero_point, 0, 255, "calibrated", origin)
 

@@ -118,6 +118,7 @@ class _Site:
     absorbed: onnx.NodeProto | None = None
     bounds: tuple[float | None, float | None] | None = None
     grid: ActivationQuant | None = None
+    reader_grid: ActivationQuant | None = None  # a learned grid that re-quantizes from this site's calibrated grid
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -466,6 +467,7 @@ class _IntegerGraph:
                     [f"{learned[0].name} ({grids[0].bits}-bit)"] if learned else []
                 what += sorted({r.op_type for r in others})
                 site.reason += "; read by " + " and ".join(what)
+                site.reader_grid = grids[0] if grids else None
                 uncalibrated.append(site)
         return uncalibrated
 
@@ -480,7 +482,8 @@ class _IntegerGraph:
         rows = []
         for site in sites:
             low, high = ranges[site.tensor]
-            site.grid = ActivationQuant.calibrated(low, high, origin=site.tensor)
+            site.grid = ActivationQuant.calibrated(low, high, origin=site.tensor) if site.reader_grid is None else \
+                ActivationQuant.calibrated_for(low, high, site.reader_grid, origin=site.tensor)
             if site.bounds is not None:
                 site.grid = site.grid.after_clip(*site.bounds)
             rows.append(CalibratedTensor(site.tensor, site.reason, low, high, site.grid.scale, site.grid.zero_point))

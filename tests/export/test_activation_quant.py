@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gaqat_wrap.export.activation_quant import ActivationQuant
@@ -51,3 +51,22 @@ def test_calibrated_grid_covers_the_range_and_represents_zero_exactly():
     assert abs(lowest + 2.0) <= grid.scale and abs(highest - 6.0) <= grid.scale
     assert ActivationQuant.calibrated(0.5, 3.0, origin="relu").zero_point == 0  # zero is always in the range
     assert ActivationQuant.calibrated(0.0, 0.0, origin="dead").scale == 1.0
+
+
+def dequantize(codes: np.ndarray, grid: ActivationQuant) -> np.ndarray:
+    return ((codes - grid.zero_point) * np.float32(grid.scale)).astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.sampled_from([2, 3, 4, 6]), signed=st.booleans(), scale=st.floats(0.05, 1.0),
+       low=st.floats(-20, 0), width=st.floats(0.5, 40),
+       values=st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_size=1, max_size=50))
+def test_requantizing_from_a_grid_calibrated_for_a_learned_reader_is_exact(bits, signed, scale, low, width, values):
+    assume(255 * scale >= width)  # else no odd divisor of the reader's step covers the range (plain calibration)
+    reader = ActivationQuant.learned(bits=bits, signed=signed, scale=scale, origin="layer")
+    grid = ActivationQuant.calibrated_for(low, low + width, reader, origin="add")
+    assert round(reader.scale / grid.scale) % 2 == 1
+    x = (low + (np.array(values, np.float32) + 1) / 2 * width).astype(np.float32)  # inside the calibrated range
+    covered = (x >= dequantize(np.array(0), grid)) & (x <= dequantize(np.array(255), grid))
+    twice = quantize(dequantize(quantize(x, grid), grid), reader)
+    assert np.array_equal(twice[covered], quantize(x, reader)[covered])
