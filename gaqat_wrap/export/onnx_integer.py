@@ -247,6 +247,8 @@ class _IntegerGraph:
     def emit_layers(self) -> None:
         for layer in self.layers.values():
             layer.storage = self._storage(layer)
+            if layer.storage in ("int8", "uint8"):
+                self._refine_weight_grid(layer)
             self._emit_input(layer)
             if layer.storage == "nbits":
                 self._emit_matmul_nbits(layer)
@@ -263,6 +265,25 @@ class _IntegerGraph:
             return "int8" if self.weight_storage == "auto" else self.weight_storage
         worst = 2 * layer.grid.high * int(np.abs(layer.weight_int).max(initial=0))
         return "int8" if worst <= INT16_PAIR_LIMIT else "uint8"
+
+    def _refine_weight_grid(self, layer: _Layer) -> None:
+        """Store ``q * m`` with step ``s / m`` (same weights) for the largest integer ``m`` per channel that fits.
+
+        The weights do not change, but the int32 bias grid ``s_x * s_w`` becomes ``m`` times finer: at
+        4 bits (``|q| <= 8``, ``m`` up to 15) rounding the bias to ``s_x * s_w`` would otherwise move
+        about 2 % of the next layer's 4-bit codes by one step (measured on a trained W4A4 CNN). ``m`` is
+        limited so that the worst case of int8 weights still fits u8 x s8 int16 pairs.
+        """
+        if layer.kind == "other":
+            return
+        channels = layer.weight_int.shape[0]
+        peak = np.abs(layer.weight_int.reshape(channels, -1)).max(axis=1)
+        multiplier = np.maximum(127 // np.maximum(peak, 1), 1)  # 1 for 8-bit weights (peak 127 or 128)
+        if layer.storage == "int8" and layer.grid is not None:
+            multiplier = np.minimum(multiplier, np.maximum(INT16_PAIR_LIMIT // (2 * layer.grid.high * np.maximum(peak, 1)), 1))
+        shape = (channels,) + (1,) * (layer.weight_int.ndim - 1)
+        layer.weight_int = layer.weight_int * multiplier.reshape(shape)
+        layer.weight_scale = (layer.weight_scale.astype(np.float64) / multiplier).astype(np.float32)
 
     def _emit_input(self, layer: _Layer) -> None:
         placeholder = layer.input_placeholder

@@ -101,8 +101,11 @@ def test_batchnorm_is_folded_with_step_sizes_scaled_by_gamma_over_sigma_and_sign
     assert (factor < 0).any() and (factor > 0).any()
     scale = conv.weight_quantizer.scale.detach().double().numpy()
     q = torch.round(conv.weight / conv.weight_quantizer.scale.view(-1, 1, 1, 1)).clamp(-8, 7).detach().numpy()
-    np.testing.assert_allclose(init["3.weight_scale"], scale * np.abs(factor), rtol=1e-6)
-    assert np.array_equal(init["3.weight_q"], q * np.sign(factor).reshape(-1, 1, 1, 1))  # flipped 4-bit values fit int8
+    # stored as q' * m with step s' / m: m = 127 // max|q'| per channel makes the int32 bias grid m times finer
+    multiplier = 127 // np.abs(q).reshape(len(q), -1).max(axis=1)
+    np.testing.assert_allclose(init["3.weight_scale"], scale * np.abs(factor) / multiplier, rtol=1e-6)
+    flipped = q * np.sign(factor).reshape(-1, 1, 1, 1)  # a flipped 4-bit -8 is 8, which int8 holds
+    assert np.array_equal(init["3.weight_q"], flipped * multiplier.reshape(-1, 1, 1, 1))
     assert report.layers[0].batchnorm is not None and report.layers[0].clamped_weights == 0
 
 
