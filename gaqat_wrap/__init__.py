@@ -7,7 +7,7 @@ Examples:
     >>> net = quantize_model(net, bits=4)
 """
 
-from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model
+from gaqat_wrap.export import export_integer_model, export_onnx_integer, export_onnx_qdq, load_integer_model
 from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
 from gaqat_wrap.quant import (
     LayerReport,
@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "calibrate",
     "export_integer_model",
+    "export_onnx_integer",
     "export_onnx_qdq",
     "format_report",
     "is_scale_parameter",

@@ -4,16 +4,18 @@
 weights and layer inputs, float layer outputs, BatchNorm unfolded), which
 onnxruntime cannot fuse: it runs slower than FP32. :func:`export_onnx_integer`
 writes the graph onnxruntime's QDQ fusions turn into ``QLinearConv``,
-``QLinearAdd``, ``MatMulIntegerToFloat`` and ``MatMulNBits``:
+``QLinearAdd``, ``QGemm``, ``MatMulIntegerToFloat`` (and ``MatMulNBits``):
 
 1. **BatchNorm folding** into the convolution in front of it, then
    re-quantizing the weight with the step size ``s * |gamma / sigma|`` (see
    :mod:`gaqat_wrap.export.batchnorm_folding`).
 2. **Weights**: symmetric per-output-channel integers with the learned step
-   sizes. Convolutions and 5-8-bit Linear layers use 8-bit containers
-   (``DequantizeLinear``, zero point 0); Linear layers of 4 bits or fewer use
-   ``com.microsoft.MatMulNBits`` (:mod:`gaqat_wrap.export.matmul_nbits`).
-   A convolution's bias becomes int32 at scale ``s_x * s_w``.
+   sizes, in 8-bit containers (``DequantizeLinear``, zero point 0) for
+   convolutions and 5-8-bit Linear layers; Linear layers of 4 bits or fewer
+   become ``com.microsoft.MatMulNBits`` (:mod:`gaqat_wrap.export.matmul_nbits`).
+   Conv/Gemm biases become int32 at scale ``s_x * s_w``. Integers of fewer than
+   8 bits are stored as ``q * m`` with step ``s / m`` (the largest ``m`` per
+   channel that fits): the same weights on an ``m`` times finer bias grid.
 3. **Activations** are uint8 (:mod:`gaqat_wrap.export.activation_quant`). Each
    layer input keeps its learned step size. Each convolution output gets
    one ``QuantizeLinear``: the learned grid of the layer that reads it
@@ -23,14 +25,15 @@ writes the graph onnxruntime's QDQ fusions turn into ``QLinearConv``,
    does), listed in the report. ``Add``, ``Concat`` and average pools whose
    inputs are quantized get quantized outputs the same way (``QLinearAdd``...);
    ``MaxPool``, ``Reshape``, ``Flatten``, ``Transpose`` keep the grid of their
-   input. Linear layer outputs stay float (``MatMulIntegerToFloat``), and so
-   do LayerNorm, softmax, GELU and the other float ops.
+   input. Linear layer outputs stay float (``MatMulIntegerToFloat``, or ``QGemm``
+   with a float output) unless a ``Relu`` follows, and LayerNorm, softmax, GELU
+   and the other float ops stay float.
 
 On x86 CPUs without VNNI, onnxruntime's u8 x s8 kernels add pairs of
-products in int16 and can saturate; a layer whose worst case can saturate and
-whose input has a non-zero zero point (a signed input, stored around 128)
-stores its weights as uint8 with zero point 128 instead (``weight_storage="auto"``),
-which onnxruntime runs with exact u8 x u8 kernels.
+products in int16 and can saturate; with ``weight_storage="auto"`` a layer whose
+worst case (``2 * max input code * max|weight integer|``) exceeds int16 stores
+its weights as uint8 with zero point 128 instead, which onnxruntime runs with
+exact u8 x u8 kernels.
 
 The export then asks onnxruntime which kernel runs each layer (its optimised
 graph) and reports any layer left in float by name (``strict=True`` raises).
@@ -604,7 +607,7 @@ def export_onnx_integer(
     docstring for the graph and ``docs/deploy.md`` for measured speed.
 
     * ``weight_storage``: ``"auto"`` (int8, or uint8 with zero point 128 where
-      a signed input could saturate u8 x s8 kernels), ``"int8"`` or ``"uint8"``.
+      u8 x s8 int16 pairs could saturate), ``"int8"`` or ``"uint8"``.
     * ``matmul_nbits``: Linear layers of 4 bits or fewer as ``MatMulNBits``
       with ``accuracy_level`` (4: int8 compute; 1: float32, exact).
     * ``int4_conv_weights``: store convolutions of 4 bits or fewer as INT4
