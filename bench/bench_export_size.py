@@ -5,7 +5,7 @@ with the default config (first and last layer in FP), ``calibrate`` on two
 random batches, then
 
 * safetensors sizes: FP32 original state_dict, integer export with int8
-  containers, integer export with 4-bit packing (:func:`gaqat_wrap.export.export_sizes`);
+  containers, integer export with 4-bit packing (:func:`gaqat_recipes.sizes.export_sizes`);
 * parity of the reloaded integer model against the fake-quant model (``torch.equal``);
 * ONNX QDQ sizes (``low_bit="int8"`` and ``"int4"``, opset 21) and the max
   |logit difference| between onnxruntime (CPU, :func:`gaqat_wrap.export.onnx_qdq`'s
@@ -43,8 +43,9 @@ from pathlib import Path
 
 import torch
 
+from gaqat_recipes.sizes import export_sizes
 from gaqat_wrap import calibrate, quantize_model
-from gaqat_wrap.export import export_onnx_qdq, export_sizes, load_integer_model, onnxruntime_session
+from gaqat_wrap.export import export_onnx_qdq, load_integer_model, onnxruntime_session
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_size.json"
 MODELS = ("vit_tiny_patch16_224", "resnet18", "tf_efficientnet_lite0")
@@ -56,7 +57,7 @@ def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False)
     if name == "tf_efficientnet_lite0":
-        from gaqat_wrap.models.efficientnet_lite0 import load_pretrained_lite0
+        from gaqat_recipes.models import load_pretrained_lite0
 
         model = load_pretrained_lite0(model)
     return model

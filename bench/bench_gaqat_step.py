@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from gaqat_wrap import GAQATOptimizer, calibrate, quantize_model, second_pass
-from gaqat_wrap.quant.quantizer import is_scale_parameter
+from gaqat_wrap.quant import step_sizes
 
 RHO = 0.05
 RESULTS = Path(__file__).resolve().parent / "results" / "gaqat_step.json"
@@ -52,13 +52,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "gaqat_step.json"
 class ReferenceSAM:
     """Plain SAM (Foret et al.) written out: ε = ρ g/‖g‖ on the weights, g1 at θ+ε, restore by copy, base step."""
 
-    def __init__(self, base: torch.optim.Optimizer, rho: float) -> None:
+    def __init__(self, base: torch.optim.Optimizer, rho: float, model: nn.Module) -> None:
         self.base, self.rho = base, rho
+        self.scales = set(step_sizes(model).values())
 
     def step(self, closure) -> None:
         closure()
         params = [p for g in self.base.param_groups for p in g["params"] if p.grad is not None]
-        weights = [p for p in params if not is_scale_parameter(p)]
+        weights = [p for p in params if p not in self.scales]
         with torch.no_grad():
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in weights]))
             factor = self.rho / (norm + 1e-12)
@@ -92,8 +93,8 @@ def build(model_name: str, batch: int, img: int) -> tuple[nn.Module, torch.Tenso
 def make_optimizer(method: str, model: nn.Module):
     base = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if method == "sam":
-        return ReferenceSAM(base, RHO)
-    return GAQATOptimizer(base, sam_rho=RHO, freeze_threshold=0.5, window=2)
+        return ReferenceSAM(base, RHO, model)
+    return GAQATOptimizer(base, model=model, sam_rho=RHO, freeze_threshold=0.5, window=2)
 
 
 def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor):

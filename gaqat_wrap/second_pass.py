@@ -80,6 +80,22 @@ def _restore_stats(module: nn.Module, args: tuple, output: object) -> None:
         module._buffers[name] = original
 
 
+def discard_stand_ins(module: nn.Module) -> None:
+    """Put back the originals of buffers a second-pass forward replaced (after that forward raised).
+
+    Examples:
+        >>> bn = torch.nn.BatchNorm1d(2); _ = protect_running_stats(bn)
+        >>> original = bn.running_mean
+        >>> with second_pass():
+        ...     _save_stats(bn, ())                  # what the pre-forward hook does
+        >>> bn.running_mean is original
+        False
+        >>> discard_stand_ins(bn); bn.running_mean is original
+        True
+    """
+    _restore_stats(module, (), None)
+
+
 def protect_running_stats(model: nn.Module) -> int:
     """Keep BatchNorm running statistics unchanged by second-pass forwards.
 

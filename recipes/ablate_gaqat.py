@@ -7,7 +7,7 @@ Each variant changes one option of the defaults; verdicts come from training-dom
 Runs whose metrics.json exists are skipped (resumable). Every option: ``python recipes/ablate_gaqat.py --help``.
 """
 
-from gaqat_wrap.training.cli import ablation_main
+from gaqat_recipes.cli import ablation_main
 
 if __name__ == "__main__":
     ablation_main()

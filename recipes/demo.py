@@ -9,7 +9,7 @@ Finished runs are reused; delete outputs/demo/ to train again.
 import sys
 import time
 
-from gaqat_wrap.training.cli import sweep_main
+from gaqat_recipes.cli import sweep_main
 
 DEMO = dict(
     dataset="rotated_mnist",

@@ -6,7 +6,7 @@
 Nothing is trained: finished runs (runs/**/metrics.json) are read and summarised.
 """
 
-from gaqat_wrap.training.cli import report_main
+from gaqat_recipes.cli import report_main
 
 if __name__ == "__main__":
     report_main()

@@ -6,7 +6,7 @@
 Runs whose metrics.json exists are skipped (resumable). Every option: ``python recipes/sweep_dg.py --help``.
 """
 
-from gaqat_wrap.training.cli import sweep_main
+from gaqat_recipes.cli import sweep_main
 
 if __name__ == "__main__":
     sweep_main()

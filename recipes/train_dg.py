@@ -7,7 +7,7 @@
 Every option: ``python recipes/train_dg.py --help`` and docs/recipes/training.md.
 """
 
-from gaqat_wrap.training.cli import main
+from gaqat_recipes.cli import main
 
 if __name__ == "__main__":
     main()

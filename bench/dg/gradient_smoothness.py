@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaqat_recipes import TrainConfig, load_run_data, quantize_and_calibrate
+from gaqat_recipes.models import build_model, input_spec
+from gaqat_wrap.quant import step_sizes
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import lsq_grad_scale
-from gaqat_wrap.quant.quantizer import is_scale_parameter, scale_role
-from gaqat_wrap.training.config import TrainConfig
-from gaqat_wrap.training.setup import build_run_inputs, quantize_and_calibrate
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -72,7 +72,8 @@ def _median_of_numbers(values: list[float]) -> float:
 def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, float]:
     """Gradient change statistics of ``model`` for a SAM step of radius ``rho`` on each of ``batches``."""
     params = [p for p in model.parameters() if p.requires_grad]
-    is_scale = [is_scale_parameter(p) for p in params]
+    role_of = {p: role for role, p in step_sizes(model).items()}
+    is_scale = [p in role_of for p in params]
 
     def grads(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         model.zero_grad(set_to_none=True)
@@ -100,7 +101,7 @@ def measure(model: torch.nn.Module, batches: list, rho: float) -> dict[str, floa
         for p, a, b, s in zip(params, g0, g1, is_scale, strict=True):
             if s and a.abs().sum() > 0:
                 a, b = a.flatten(), b.flatten()
-                conflict["weight" if scale_role(p).endswith(".weight") else "input"].append(_cos(a, b - a) < 0)
+                conflict["weight" if role_of[p].endswith(".weight") else "input"].append(_cos(a, b - a) < 0)
                 cos_scale.append(_cos(a, b))
 
     def share(flags: list[bool]) -> float:
@@ -162,11 +163,13 @@ def main() -> None:
     config = TrainConfig(test_domain=args.test_domain, dataset=args.dataset, model=args.model,
                          pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
                          bits=args.bits or 4, seed=0)
-    run = build_run_inputs(config)  # the starting point train_dg would use for this config
-    model = run.model
+    # the starting point train_dg would use for this config: its data, model and quantization steps
+    data = load_run_data(config, input_spec(config.model, pretrained=config.pretrained, image_size=config.image_size))
+    model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
+                        image_size=config.image_size, in_chans=data.input_spec.channels)
     if args.bits:
-        quantize_and_calibrate(model, run.data["train"], config)
-    loader = torch.utils.data.DataLoader(run.data["train"], batch_size=args.batch_size, shuffle=True,
+        quantize_and_calibrate(model, data.tensors["train"], config)
+    loader = torch.utils.data.DataLoader(data.tensors["train"], batch_size=args.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     batches = [tuple(next(iter(loader))[:2]) for _ in range(args.batches)]
     for mode in args.modes:

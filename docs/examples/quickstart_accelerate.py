@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
-from gaqat_wrap import GAQATOptimizer, calibrate, param_groups, quantize_model
+from gaqat_wrap import FirstPassDone, GAQATOptimizer, calibrate, param_groups, quantize_model
 
 ACCUMULATION = 2   # micro-batches per optimizer step
 
@@ -31,8 +31,8 @@ loader = DataLoader(TensorDataset(images, labels), batch_size=8, shuffle=True)
 # so every process starts with the same step sizes.
 calibrate(model, [images[:16]])
 
-optimizer = GAQATOptimizer(torch.optim.AdamW(param_groups(model, weight_decay=0.05), lr=1e-3),
-                           sam_rho=0.05, freeze_threshold=0.5, window=4)
+optimizer = GAQATOptimizer(torch.optim.AdamW(param_groups(model, weight_decay=0.05, scale_lr=1e-4), lr=1e-3),
+                           model=model, sam_rho=0.05, freeze_threshold=0.5, window=4)
 model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
 model.train()
@@ -54,8 +54,8 @@ for epoch in range(2):
                 return total / len(batches)
 
             # Accelerate skips step() and zero_grad() until the last micro-batch of the step;
-            # gradients are already there, so GAQAT uses them as g0 and runs replay once, for g1.
-            optimizer.step(replay)
+            # FirstPassDone says the accumulated gradients are g0: replay runs once, for g1.
+            optimizer.step(FirstPassDone(replay))
             optimizer.zero_grad()
         if accelerator.sync_gradients:
             micro_batches = []

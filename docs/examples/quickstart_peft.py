@@ -33,7 +33,8 @@ print(f"step sizes made trainable: {train_scales(model)}")
 model.print_trainable_parameters()
 
 trainable = [p for p in model.parameters() if p.requires_grad]
-optimizer = GAQATOptimizer(torch.optim.AdamW(trainable, lr=5e-3), sam_rho=0.05, freeze_threshold=0.5, window=4)
+optimizer = GAQATOptimizer(torch.optim.AdamW(trainable, lr=5e-3), model=model, sam_rho=0.05, freeze_threshold=0.5,
+                           window=4)
 
 model.train()
 for step in range(8):

@@ -35,7 +35,7 @@ print(format_report(model).splitlines()[-1])
 
 # 4. Step sizes get no weight decay and their own learning rate; GAQAT wraps the base optimizer.
 base = torch.optim.AdamW(param_groups(model, weight_decay=0.05, scale_lr=1e-4), lr=1e-3)
-optimizer = GAQATOptimizer(base, sam_rho=0.05, freeze_threshold=0.5, window=4)
+optimizer = GAQATOptimizer(base, model=model, sam_rho=0.05, freeze_threshold=0.5, window=4)
 
 model.train()
 for epoch in range(3):

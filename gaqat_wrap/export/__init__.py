@@ -1,4 +1,4 @@
-"""Export for the edge: integer weights in safetensors, ONNX graphs for onnxruntime's integer kernels, file sizes."""
+"""Export for the edge: integer weights in safetensors, ONNX graphs for onnxruntime's integer kernels."""
 
 from gaqat_wrap.export.integer_file import export_integer_model, load_integer_model, read_export_config
 from gaqat_wrap.export.integer_layer import IntegerLayer, IntegerLayerSpec
@@ -9,11 +9,9 @@ from gaqat_wrap.export.onnx_qdq import OnnxExportReport, QDQTensor, export_onnx_
 from gaqat_wrap.export.packing import pack_int4, unpack_int4
 from gaqat_wrap.export.runtime import onnxruntime_session
 from gaqat_wrap.export.runtime_graph import node_type_counts, optimized_model
-from gaqat_wrap.export.sizes import ExportSizes, export_sizes
 
 __all__ = [
     "CalibratedTensor",
-    "ExportSizes",
     "IntegerLayer",
     "IntegerLayerSpec",
     "IntegerOnnxReport",
@@ -23,7 +21,6 @@ __all__ = [
     "export_integer_model",
     "export_onnx_integer",
     "export_onnx_qdq",
-    "export_sizes",
     "exportable_layers",
     "load_integer_model",
     "node_type_counts",

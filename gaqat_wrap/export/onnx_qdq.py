@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from gaqat_wrap.export.integer_layer import IntegerLayerSpec
 from gaqat_wrap.export.onnx_trace import PLACEHOLDER_DOMAIN, check_example_input, placeholder_layer, trace_with_placeholders
 from gaqat_wrap.export.packing import pack_int4
+from gaqat_wrap.extras import require
 
 if TYPE_CHECKING:  # onnx is an optional extra: imported when an export runs
     import onnx
@@ -240,7 +241,7 @@ def export_onnx_qdq(
         >>> [(t.role, t.onnx_type, t.native) for t in report.tensors]
         [('weight', 'INT4', True), ('input', 'UINT4', True)]
     """
-    import onnx
+    onnx = require("onnx", "onnx")
 
     if low_bit not in MIN_OPSET:
         raise ValueError(f"low_bit must be 'int4' (opset 21+) or 'int8' (opset 13+), got {low_bit!r}")

@@ -20,9 +20,7 @@ Examples:
     tensor([-1.0000,  0.5000,  0.5000,  1.5000])
 """
 
-from __future__ import annotations
-
-import torch
+import torch  # no `from __future__ import annotations`: torch 2.4 custom_op needs real annotations
 from torch import Tensor
 
 

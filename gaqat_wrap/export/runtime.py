@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gaqat_wrap.extras import require
+
 DISABLED_RULES = ("ClipQuantRewrite",)
 """onnxruntime graph rules disabled for QDQ graphs (see the module docstring)."""
 
@@ -43,7 +45,7 @@ def onnxruntime_session(path: str | os.PathLike, providers: list[str] | None = N
         ...
         FileNotFoundError: no ONNX model at missing.onnx
     """
-    import onnxruntime
+    onnxruntime = require("onnxruntime", "onnx")
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no ONNX model at {os.fspath(path)}")

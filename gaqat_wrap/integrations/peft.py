@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gaqat_wrap.quant.quantizer import is_scale_parameter
+from gaqat_wrap.quant.quantizer import step_sizes
 
 
 def train_scales(model: nn.Module, trainable: bool = True) -> int:
@@ -40,9 +40,7 @@ def train_scales(model: nn.Module, trainable: bool = True) -> int:
         >>> train_scales(nn.Linear(2, 2))
         0
     """
-    count = 0
-    for param in model.parameters():
-        if is_scale_parameter(param):
-            param.requires_grad_(trainable)
-            count += 1
-    return count
+    scales = step_sizes(model).values()
+    for param in scales:
+        param.requires_grad_(trainable)
+    return len(scales)

@@ -4,9 +4,11 @@ The Trainer runs the first pass itself (forward + backward of every
 micro-batch, gradient clipping) and then calls ``optimizer.step()`` without a
 closure. :class:`GAQATCallback` therefore
 
-1. wraps the Trainer's optimizer (inside Accelerate's ``AcceleratedOptimizer``)
-   in a :class:`~gaqat_wrap.optim.GAQATOptimizer`, sharing its param groups,
-   so the LR scheduler keeps working;
+1. wraps the Trainer's optimizer in a :class:`~gaqat_wrap.optim.GAQATOptimizer`
+   as soon as the Trainer creates it (before Accelerate prepares it and before
+   ``resume_from_checkpoint`` loads its state, so the GAQAT state is saved in and
+   restored from ``optimizer.pt``), sharing its param groups, so the LR scheduler
+   keeps working;
 2. records the micro-batches of the current optimizer step as the Trainer's own
    ``training_step`` receives them;
 3. installs a *replay* as the optimizer's second pass: each recorded
@@ -30,41 +32,27 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import TrainerControl, TrainerState
-from transformers.training_args import TrainingArguments
 
-from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
-from gaqat_wrap.optim.conflict import ScaleStatus
-from gaqat_wrap.second_pass import in_second_pass
+from gaqat_wrap.extras import require
+
+require("transformers", "trainer")  # a clear message before the imports below fail
+from transformers import Trainer, TrainerCallback  # noqa: E402
+from transformers.trainer_callback import TrainerControl, TrainerState  # noqa: E402
+from transformers.training_args import TrainingArguments  # noqa: E402
+
+from gaqat_wrap.caller_warnings import warn_at_caller  # noqa: E402
+from gaqat_wrap.integrations.freeze_log import freeze_log_entries  # noqa: E402
+from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer  # noqa: E402
+from gaqat_wrap.second_pass import in_second_pass  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-def freeze_log_entries(optimizer: GAQATOptimizer) -> dict[str, float]:
-    """Summary statistics of ``optimizer.freeze_report()`` as flat log entries.
-
-    Keys: ``gaqat/frozen_scales`` (count), ``gaqat/frozen_fraction``,
-    ``gaqat/mean_disorder``, ``gaqat/skipped_steps``.
-
-    Examples:
-        >>> w = torch.nn.Parameter(torch.ones(2))
-        >>> freeze_log_entries(GAQATOptimizer(torch.optim.SGD([w], lr=0.1)))["gaqat/frozen_scales"]
-        0.0
-    """
-    report: list[ScaleStatus] = optimizer.freeze_report()
-    frozen = sum(s.frozen for s in report)
-    return {
-        "gaqat/frozen_scales": float(frozen),
-        "gaqat/frozen_fraction": frozen / len(report) if report else 0.0,
-        "gaqat/mean_disorder": sum(s.disorder for s in report) / len(report) if report else 0.0,
-        "gaqat/skipped_steps": float(optimizer.skipped_steps),
-    }
 
 
 def _calling_trainer() -> Trainer | None:
@@ -100,34 +88,77 @@ class GAQATCallback(TrainerCallback):
     """
 
     def __init__(self, sam_rho: float = 0.05, freeze_threshold: float | None = 0.5, **options: Any) -> None:
-        self.config = GAQATConfig(sam_rho=sam_rho, freeze_threshold=freeze_threshold, **options)
+        self.config = GAQATConfig.from_options(sam_rho=sam_rho, freeze_threshold=freeze_threshold, **options)
         self.optimizer: GAQATOptimizer | None = None
         self._trainer: Trainer | None = None
         self._training_step = None
         self._micro_batches: list[tuple[torch.nn.Module, Any, Any]] = []
 
     # -- wiring ------------------------------------------------------------------------
+    def wrap_optimizer_creation(self, trainer: Trainer) -> None:
+        """Make ``trainer.create_optimizer`` return a GAQATOptimizer (done automatically at ``on_init_end``).
+
+        Wrapping at creation means the Trainer's own checkpointing saves the GAQAT state
+        in ``optimizer.pt`` and ``resume_from_checkpoint`` loads it into the wrapper.
+        """
+        _check_supported(trainer, check_scaler=False)
+        self._trainer = trainer
+        if getattr(trainer, "_gaqat_wraps_creation", False):
+            return
+        create = trainer.create_optimizer
+
+        @functools.wraps(create)
+        def create_gaqat_optimizer(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+            create(*args, **kwargs)
+            trainer.optimizer = self._wrap(trainer.optimizer, trainer)
+            return trainer.optimizer
+
+        trainer.create_optimizer = create_gaqat_optimizer
+        trainer._gaqat_wraps_creation = True
+
+    def _wrap(self, optimizer: torch.optim.Optimizer, trainer: Trainer) -> GAQATOptimizer:
+        if isinstance(optimizer, GAQATOptimizer):
+            self.optimizer = optimizer
+        else:
+            self.optimizer = GAQATOptimizer(optimizer, config=self.config, model=trainer.model)
+        return self.optimizer
+
     def attach(self, trainer: Trainer) -> GAQATOptimizer:
-        """Wrap ``trainer``'s optimizer and install the replay (done automatically at train begin)."""
+        """Wrap ``trainer``'s optimizer (if not yet) and install the replay (done automatically at train begin)."""
         _check_supported(trainer)
         holder = trainer.optimizer
         if holder is None:
             raise RuntimeError("the Trainer has no optimizer yet; GAQATCallback attaches at on_train_begin")
         inner = getattr(holder, "optimizer", holder)
-        if isinstance(inner, GAQATOptimizer):
-            self.optimizer = inner
-        else:
-            self.optimizer = GAQATOptimizer(inner, config=self.config)
+        late = not isinstance(inner, GAQATOptimizer)
+        wrapped = self._wrap(inner, trainer)
+        if late:
             if hasattr(holder, "optimizer"):
-                holder.optimizer = self.optimizer
+                holder.optimizer = wrapped
             else:
-                trainer.optimizer = self.optimizer
+                trainer.optimizer = wrapped
+            self._load_late_resume_state(trainer)
         self._trainer = trainer
         if self._training_step is None:
             self._training_step = trainer.training_step
             trainer.training_step = self._recording_training_step
-        self.optimizer.set_replay(self._replay)
-        return self.optimizer
+        wrapped.set_replay(self._replay)
+        return wrapped
+
+    def _load_late_resume_state(self, trainer: Trainer) -> None:
+        """A callback added after the Trainer was built wraps late: load the GAQAT state of a resumed run by hand."""
+        step = trainer.state.global_step
+        if step == 0 or self.optimizer is None:
+            return
+        checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{step}" / "optimizer.pt"
+        if checkpoint.is_file():
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            if "gaqat" in saved:
+                self.optimizer.load_state_dict(saved)
+                return
+        warn_at_caller(f"GAQATCallback was added after the Trainer was built and the run resumes at step {step}, but "
+                       f"no GAQAT state was found at {checkpoint}: conflict windows and freeze flags start afresh. "
+                       "Pass the callback in Trainer(callbacks=[...]) so it is restored with the optimizer.")
 
     def _recording_training_step(self, model: torch.nn.Module, inputs: Any, num_items_in_batch: Any = None) -> Any:
         if not in_second_pass():
@@ -153,6 +184,11 @@ class GAQATCallback(TrainerCallback):
         return total
 
     # -- events --------------------------------------------------------------------------
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        trainer = self._trainer or _calling_trainer()
+        if trainer is not None:
+            self.wrap_optimizer_creation(trainer)
+
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         trainer = self._trainer or _calling_trainer()
         if trainer is None:
@@ -182,13 +218,13 @@ class GAQATCallback(TrainerCallback):
             self._training_step = None
 
 
-def _check_supported(trainer: Trainer) -> None:
+def _check_supported(trainer: Trainer, check_scaler: bool = True) -> None:
     accelerator = trainer.accelerator
     kind = str(accelerator.distributed_type)
     if "DEEPSPEED" in kind or "FSDP" in kind or getattr(accelerator.state, "fsdp_plugin", None) is not None:
         raise NotImplementedError(f"GAQATCallback supports single-process and DDP training; {kind} is not supported "
                                   "(its engine owns the optimizer step). Use DDP (accelerate launch --multi_gpu) instead.")
-    if getattr(accelerator, "scaler", None) is not None:
+    if check_scaler and getattr(accelerator, "scaler", None) is not None:
         raise NotImplementedError("GAQATCallback cannot run with fp16 mixed precision (GradScaler): the second backward "
                                   "would stay scaled. Use bf16=True in TrainingArguments, or fp32.")
 
@@ -200,8 +236,12 @@ class GAQATTrainer(Trainer):
     everything else is the ``Trainer``'s own arguments.
 
     Examples:
-        >>> GAQATTrainer.__mro__[1].__name__
-        'Trainer'
+        >>> import tempfile
+        >>> args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, report_to=[])
+        >>> trainer = GAQATTrainer(model=torch.nn.Linear(2, 2), args=args, gaqat={"sam_rho": 0.1})
+        >>> optimizer = trainer.create_optimizer()       # the Trainer's own optimizer, wrapped at creation
+        >>> type(optimizer).__name__, optimizer.config.sam_rho
+        ('GAQATOptimizer', 0.1)
     """
 
     def __init__(self, *args: Any, gaqat: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -209,4 +249,4 @@ class GAQATTrainer(Trainer):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(self.gaqat_callback)
         super().__init__(*args, callbacks=callbacks, **kwargs)
-        self.gaqat_callback._trainer = self
+        self.gaqat_callback.wrap_optimizer_creation(self)

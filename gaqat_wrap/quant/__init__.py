@@ -1,24 +1,26 @@
 """LSQ fake quantization of timm / Hugging Face vision models."""
 
+from gaqat_wrap.quant.attention import QuantizedAttention
 from gaqat_wrap.quant.calibrate import calibrate, input_quantizers, run_model_on_batch
 from gaqat_wrap.quant.config import QuantConfig
 from gaqat_wrap.quant.layers import LayerAdapter, QuantizedLayer, register_adapter
 from gaqat_wrap.quant.lsq import lsq_fake_quant, quant_range
 from gaqat_wrap.quant.param_groups import param_groups
 from gaqat_wrap.quant.quantize import quantize_model
-from gaqat_wrap.quant.quantizer import LSQQuantizer, is_scale_parameter, scale_role
+from gaqat_wrap.quant.quantizer import LSQQuantizer, step_sizes
 from gaqat_wrap.quant.report import LayerReport, format_report, quant_report
+from gaqat_wrap.quant.unquantize import unquantize_model
 
 __all__ = [
     "LSQQuantizer",
     "LayerAdapter",
     "LayerReport",
     "QuantConfig",
+    "QuantizedAttention",
     "QuantizedLayer",
     "calibrate",
     "format_report",
     "input_quantizers",
-    "is_scale_parameter",
     "lsq_fake_quant",
     "param_groups",
     "quant_range",
@@ -26,5 +28,6 @@ __all__ = [
     "quantize_model",
     "register_adapter",
     "run_model_on_batch",
-    "scale_role",
+    "step_sizes",
+    "unquantize_model",
 ]

@@ -8,7 +8,10 @@ or ``None`` when activations stay in full precision).
 
 Each supported class has a :class:`LayerAdapter` that says what the
 *effective* weight is and how the layer computes its output from a given
-weight. Layers whose class overrides ``forward`` and has no adapter are not
+weight. Plain Linear/Conv classes and timm's weight-standardised and
+SAME-padding convolutions have built-in adapters; other classes get theirs
+from ``QuantConfig(adapters={cls: LayerAdapter(...)})``, scoped to that
+config. Layers whose class overrides ``forward`` and has no adapter are not
 quantized: :func:`adapter_for` returns the reason instead.
 
 Examples:
@@ -22,7 +25,8 @@ Examples:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -73,19 +77,58 @@ _BASE_FORWARDS = {
     nn.Conv3d: (nn.Conv3d.forward, CONV),
 }
 
-_ADAPTERS: dict[type, LayerAdapter] = {}
+_BUILTIN_ADAPTERS: dict[type, LayerAdapter] = {}
+"""Adapters every quantize_model call knows: timm's classes (filled on first sight of a timm layer)."""
+
+_GLOBAL_ADAPTERS: dict[type, LayerAdapter] = {}
+"""Adapters added through the deprecated :func:`register_adapter`."""
 
 
 def register_adapter(cls: type, adapter: LayerAdapter) -> None:
-    """Teach :func:`quantize_model` a layer class whose ``forward`` is custom.
+    """Deprecated: teach every later :func:`quantize_model` call a layer class (a process-wide registry).
+
+    Pass ``QuantConfig(adapters={cls: adapter})`` instead: the adapter then
+    applies to the models quantized with that config only. Adapters given in a
+    config win over ones registered here.
 
     Examples:
+        >>> import warnings
         >>> class MyConv(nn.Conv2d):
         ...     def forward(self, x):
         ...         return self._conv_forward(x, self.weight * 2, self.bias)
-        >>> register_adapter(MyConv, LayerAdapter(lambda m: m.weight * 2, CONV.compute))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     register_adapter(MyConv, LayerAdapter(lambda m: m.weight * 2, CONV.compute))
+        >>> caught[0].category.__name__, "QuantConfig(adapters=" in str(caught[0].message)
+        ('DeprecationWarning', True)
+        >>> _ = _GLOBAL_ADAPTERS.pop(MyConv)  # undo the process-wide registration
     """
-    _ADAPTERS[cls] = adapter
+    warnings.warn(f"register_adapter({cls.__qualname__}, ...) changes every later quantize_model call in this process "
+                  "and is deprecated: pass QuantConfig(adapters={cls: adapter}) (or quantize_model(..., adapters=...)) "
+                  "instead", DeprecationWarning, stacklevel=2)
+    validate_adapters({cls: adapter})
+    _GLOBAL_ADAPTERS[cls] = adapter
+
+
+def validate_adapters(adapters: object) -> dict[type, LayerAdapter]:
+    """Check an ``adapters`` mapping ``{Linear/Conv subclass: LayerAdapter}`` and return it as a dict.
+
+    Examples:
+        >>> validate_adapters({nn.ReLU: LINEAR})
+        Traceback (most recent call last):
+        ...
+        TypeError: adapters keys must be subclasses of nn.Linear or nn.Conv1d/2d/3d (the layers quantize_model swaps), got ReLU
+    """
+    if not isinstance(adapters, Mapping):
+        raise TypeError(f"adapters must be a dict {{layer class: LayerAdapter}}, got {type(adapters).__name__}")
+    for cls, adapter in adapters.items():
+        if not (isinstance(cls, type) and issubclass(cls, tuple(_BASE_FORWARDS))):
+            shown = cls.__qualname__ if isinstance(cls, type) else repr(cls)
+            raise TypeError("adapters keys must be subclasses of nn.Linear or nn.Conv1d/2d/3d (the layers quantize_model "
+                            f"swaps), got {shown}")
+        if not isinstance(adapter, LayerAdapter):
+            raise TypeError(f"adapters[{cls.__qualname__}] must be a LayerAdapter, got {type(adapter).__name__}")
+    return dict(adapters)
 
 
 def _standardized_weight(module: nn.Module) -> Tensor:
@@ -129,7 +172,7 @@ _timm_adapters_registered = False
 
 
 def _register_timm_adapters() -> None:
-    """Register timm's weight-standardised and SAME-padding convs (on first sight of a timm layer).
+    """Add timm's weight-standardised and SAME-padding convs to the built-in adapters (on first sight of a timm layer).
 
     Lazy so that ``import gaqat_wrap`` does not import timm: a timm layer can
     only exist once timm is imported.
@@ -146,26 +189,46 @@ def _register_timm_adapters() -> None:
                             ("ScaledStdConv2d", _scaled_standardized_weight),
                             ("ScaledStdConv2dSame", _scaled_standardized_weight)):
         if hasattr(std_conv, name):
-            register_adapter(getattr(std_conv, name), LayerAdapter(weight_fn, _conv_maybe_same))
+            _BUILTIN_ADAPTERS[getattr(std_conv, name)] = LayerAdapter(weight_fn, _conv_maybe_same)
     if hasattr(conv2d_same, "Conv2dSame"):
-        register_adapter(conv2d_same.Conv2dSame, LayerAdapter(_plain_weight, _conv_same))
+        _BUILTIN_ADAPTERS[conv2d_same.Conv2dSame] = LayerAdapter(_plain_weight, _conv_same)
 
 
+def _lookup(cls: type, adapters: Mapping[type, LayerAdapter]) -> LayerAdapter | None:
+    """The adapter of the nearest class in ``cls``'s MRO that has one, if ``cls`` runs that class's forward."""
+    for klass in cls.__mro__:
+        if klass in adapters:
+            return adapters[klass] if getattr(klass, "forward", None) is cls.forward else None
+    return None
 
-def adapter_for(module: nn.Module) -> LayerAdapter | str:
+
+def adapter_for(module: nn.Module, adapters: Mapping[type, LayerAdapter] | None = None) -> LayerAdapter | str:
     """The adapter for ``module``, or the reason it cannot be quantized.
+
+    ``adapters`` (a config's ``{class: LayerAdapter}``) is searched first, then
+    the built-in adapters, then the deprecated :func:`register_adapter`
+    registry. A subclass that does not override ``forward`` uses its base
+    class's adapter.
 
     Examples:
         >>> adapter_for(nn.Linear(2, 2)) is LINEAR, adapter_for(nn.ReLU())
         (True, 'not a Linear/Conv layer')
+        >>> class Doubled(nn.Linear):
+        ...     def forward(self, x):
+        ...         return F.linear(x, 2 * self.weight, self.bias)
+        >>> doubled = LayerAdapter(lambda m: 2 * m.weight, LINEAR.compute)
+        >>> adapter_for(Doubled(2, 2), {Doubled: doubled}) is doubled, "has no adapter" in adapter_for(Doubled(2, 2))
+        (True, True)
     """
     cls = type(module)
     if isinstance(module, QuantizedLayer):
         return "already quantized"
     if not _timm_adapters_registered and cls.__module__.startswith("timm."):
         _register_timm_adapters()
-    if cls in _ADAPTERS:
-        return _ADAPTERS[cls]
+    for registry in (adapters or {}, _BUILTIN_ADAPTERS, _GLOBAL_ADAPTERS):
+        found = _lookup(cls, registry)
+        if found is not None:
+            return found
     for base, (base_forward, adapter) in _BASE_FORWARDS.items():
         if isinstance(module, base):
             if cls.forward is base_forward:
@@ -173,7 +236,8 @@ def adapter_for(module: nn.Module) -> LayerAdapter | str:
                     return CONV  # _conv_forward handles the padding mode
                 return adapter
             return (f"{cls.__module__}.{cls.__qualname__} overrides forward() and has no adapter "
-                    "(see gaqat_wrap.quant.layers.register_adapter)")
+                    "(pass QuantConfig(adapters={" + cls.__qualname__ + ": LayerAdapter(...)}), see "
+                    "gaqat_wrap.quant.layers.LayerAdapter)")
     return "not a Linear/Conv layer"
 
 
@@ -236,10 +300,12 @@ def quantize_layer(
     input_signed: bool | None = None,
     weight_init: ScaleInit = "lsq",
     input_init: ScaleInit = "lsq",
+    adapters: Mapping[type, LayerAdapter] | None = None,
 ) -> None:
     """Turn ``module`` into its quantized class in place.
 
-    ``input_bits=None`` keeps the layer's input in full precision. Raises
+    ``input_bits=None`` keeps the layer's input in full precision. ``adapters``
+    are searched first for the layer's class (see :func:`adapter_for`). Raises
     ``TypeError`` with the reason when the layer cannot be quantized.
 
     Examples:
@@ -248,7 +314,7 @@ def quantize_layer(
         >>> conv.weight_quantizer.scale.shape, conv.input_quantizer.bits
         (torch.Size([4]), 8)
     """
-    adapter = adapter_for(module)
+    adapter = adapter_for(module, adapters)
     if isinstance(adapter, str):
         raise TypeError(f"cannot quantize {role or type(module).__name__}: {adapter}")
     weight = adapter.effective_weight(module)

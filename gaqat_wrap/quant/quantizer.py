@@ -21,31 +21,29 @@ from gaqat_wrap.quant.lsq import (
 logger = logging.getLogger(__name__)
 
 ScaleInit = Literal["lsq", "mse"]
-SCALE_ROLE_ATTR = "_gaqat_scale"
-"""Attribute set on every step-size Parameter; its value names the role ("<module>.weight" / "<module>.input")."""
 
 _SAMPLE_LIMIT = 1 << 16
 
 
-def is_scale_parameter(param: Tensor) -> bool:
-    """True if ``param`` is an LSQ step size created by gaqat_wrap.
+def step_sizes(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every LSQ step-size Parameter of ``model`` by its role, in module order.
+
+    A role is ``"<layer>.weight"`` or ``"<layer>.input"``, named after the layer's path when
+    :func:`gaqat_wrap.quantize_model` quantized it (so it stays the same inside a DDP or
+    peft wrapper). This is how :class:`gaqat_wrap.GAQATOptimizer` (``model=``),
+    :func:`gaqat_wrap.param_groups` and the peft helpers find the step sizes.
 
     Examples:
-        >>> q = LSQQuantizer(4, kind="weight", num_channels=3)
-        >>> is_scale_parameter(q.scale), is_scale_parameter(torch.nn.Parameter(torch.ones(1)))
-        (True, False)
+        >>> layer = torch.nn.Sequential(LSQQuantizer(4, kind="weight", num_channels=2, role="fc.weight"))
+        >>> list(step_sizes(layer)), step_sizes(layer)["fc.weight"].shape
+        (['fc.weight'], torch.Size([2]))
     """
-    return getattr(param, SCALE_ROLE_ATTR, None) is not None
-
-
-def scale_role(param: Tensor) -> str | None:
-    """The role string of a step-size Parameter (``None`` for other tensors).
-
-    Examples:
-        >>> scale_role(LSQQuantizer(4, kind="weight", num_channels=2, role="fc.weight").scale)
-        'fc.weight'
-    """
-    return getattr(param, SCALE_ROLE_ATTR, None)
+    found: dict[str, nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LSQQuantizer):
+            role = module.role if module.role not in found else f"{name}.scale"
+            found[role] = module.scale
+    return found
 
 
 def _distributed() -> bool:
@@ -64,7 +62,8 @@ class LSQQuantizer(nn.Module):
     The step size is a Parameter from construction (an optimizer built later
     sees it); only its value is set at initialisation. The LSQ gradient scale
     uses ``N`` = elements per step size: the fan-in for per-channel weights,
-    the elements of one sample (``numel / batch``) for inputs.
+    the elements of one sample (``numel / batch``) for inputs. ``role`` names the
+    step size in reports and optimizer checkpoints (see :func:`step_sizes`).
 
     Examples:
         >>> q = LSQQuantizer(4, kind="input")
@@ -104,34 +103,19 @@ class LSQQuantizer(nn.Module):
         self._signed = bool(signed) if signed is not None else False
         self._calibrating = False
         self._stats: dict[str, Tensor] | None = None
-        self._role = role or f"<{kind}>"
-        self.role = self._role
+        self.role = role or f"<{kind}>"
         self.register_load_state_dict_post_hook(_refresh_cached_flags)
 
-    # -- role -----------------------------------------------------------------
-    @property
-    def role(self) -> str:
-        return scale_role(self.scale) or ""
+    def sync_from_buffers(self) -> None:
+        """Re-read the Python mirrors of the ``initialized`` / ``signed`` buffers (after loading or restoring them).
 
-    @role.setter
-    def role(self, value: str) -> None:
-        self._role = value or f"<{self.kind}>"
-        setattr(self.scale, SCALE_ROLE_ATTR, self._role)
-
-    def _retag(self) -> None:
-        if self._parameters.get("scale") is not None:
-            setattr(self._parameters["scale"], SCALE_ROLE_ATTR, self._role)
-
-    def __setstate__(self, state: dict) -> None:
-        # deepcopy/pickle build new Parameters without our attribute: tag them again.
-        super().__setstate__(state)
-        self._retag()
-
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
-        # .to()/.float() may swap tensor contents (swap_tensors, meta/XLA devices), which swaps __dict__ too.
-        result = super()._apply(fn, recurse)
-        self._retag()
-        return result
+        Examples:
+            >>> q = LSQQuantizer(4, kind="input")
+            >>> _ = q.initialized.fill_(True); q.sync_from_buffers(); q.is_initialized
+            True
+        """
+        self._initialized = bool(self.initialized.item())
+        self._signed = bool(self.signed.item())
 
     # -- ranges ---------------------------------------------------------------
     @property
@@ -268,8 +252,6 @@ class LSQQuantizer(nn.Module):
         return lsq_fake_quant(x, scale, qn, qp, lsq_grad_scale(per_scale, qp))
 
 
-def _refresh_cached_flags(module: nn.Module, incompatible_keys: object) -> None:
+def _refresh_cached_flags(module: nn.Module, incompatible_keys: object = None) -> None:
     if isinstance(module, LSQQuantizer):
-        module._initialized = bool(module.initialized.item())
-        module._signed = bool(module.signed.item())
-        module._retag()  # load_state_dict(assign=True) installs a new Parameter
+        module.sync_from_buffers()

@@ -17,8 +17,15 @@ import griffe
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["gaqat_wrap", *sorted(f"gaqat_wrap.{p.name}" for p in (ROOT / "gaqat_wrap").iterdir()
-                                   if (p / "__init__.py").is_file())]
+SOURCES = {"gaqat_wrap": ROOT, "gaqat_recipes": ROOT / "recipes"}  # the library and the recipes package
+
+
+def _packages(top: str) -> list[str]:
+    folder = SOURCES[top] / top
+    return [top, *sorted(f"{top}.{p.name}" for p in folder.iterdir() if (p / "__init__.py").is_file())]
+
+
+PACKAGES = [*_packages("gaqat_wrap"), *_packages("gaqat_recipes")]
 
 
 def _public_names() -> list[tuple[str, str]]:
@@ -34,9 +41,10 @@ PUBLIC = _public_names()
 
 
 @pytest.fixture(scope="module")
-def static_package():
-    """The package as griffe reads it from source: attribute docstrings are only visible this way."""
-    return griffe.load("gaqat_wrap", search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False)
+def static_packages():
+    """The packages as griffe reads them from source: attribute docstrings are only visible this way."""
+    return {top: griffe.load(top, search_paths=[str(path)], resolve_aliases=True, resolve_external=False)
+            for top, path in SOURCES.items()}
 
 
 def _is_constant(package: str, name: str) -> bool:
@@ -44,7 +52,7 @@ def _is_constant(package: str, name: str) -> bool:
     return not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj))
 
 
-def _path_and_docstring(package: str, name: str, static_package) -> tuple[str, str]:
+def _path_and_docstring(package: str, name: str, static_packages) -> tuple[str, str]:
     """Where the object is defined (``module.qualname``) and its docstring."""
     obj = getattr(importlib.import_module(package), name)
     if inspect.ismodule(obj):
@@ -52,7 +60,7 @@ def _path_and_docstring(package: str, name: str, static_package) -> tuple[str, s
     if inspect.isclass(obj) or inspect.isfunction(obj):
         return f"{obj.__module__}.{obj.__qualname__}", obj.__doc__ or ""
     # a constant: its docstring is the string literal under the assignment, which only the source has
-    static = static_package
+    static = static_packages[package.split(".")[0]]
     for part in package.split(".")[1:]:
         static = static[part]
     target = static[name]
@@ -65,8 +73,8 @@ def test_packages_export_public_names():
 
 
 @pytest.mark.parametrize(("package", "name"), PUBLIC, ids=[f"{p}.{n}" for p, n in PUBLIC])
-def test_public_name_has_a_docstring_with_examples(package, name, static_package):
-    path, doc = _path_and_docstring(package, name, static_package)
+def test_public_name_has_a_docstring_with_examples(package, name, static_packages):
+    path, doc = _path_and_docstring(package, name, static_packages)
     assert doc.strip(), f"{package}.{name} ({path}) has no docstring"
     if _is_constant(package, name):
         return
@@ -79,12 +87,12 @@ def api_anchors(built_site) -> set[str]:
     site = built_site.path
     anchors = set()
     for page in (site / "api").rglob("*.html"):
-        anchors |= set(re.findall(r'\bid="(gaqat_wrap[\w.]*)"', page.read_text()))
+        anchors |= set(re.findall(r'\bid="((?:gaqat_wrap|gaqat_recipes)[\w.]*)"', page.read_text()))
     return anchors
 
 
 @pytest.mark.parametrize(("package", "name"), PUBLIC, ids=[f"{p}.{n}" for p, n in PUBLIC])
-def test_public_name_is_rendered_in_the_api_reference(package, name, static_package, api_anchors):
-    path, _ = _path_and_docstring(package, name, static_package)
+def test_public_name_is_rendered_in_the_api_reference(package, name, static_packages, api_anchors):
+    path, _ = _path_and_docstring(package, name, static_packages)
     assert path in api_anchors, (f"{package}.{name} is not rendered on any docs/api/*.md page: add "
                                  f"'::: {path}' (or its module) to the fitting page")

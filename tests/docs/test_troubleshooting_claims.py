@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gaqat_wrap import is_scale_parameter, quant_report, quantize_model
+from gaqat_wrap import quant_report, quantize_model, step_sizes
 
 timm = pytest.importorskip("timm")
 
@@ -18,7 +18,7 @@ def test_timm_weight_decay_grouping_leaves_every_step_size_undecayed():
     from timm.optim import create_optimizer_v2
 
     model = quantize_model(timm.create_model("test_resnet", pretrained=False, num_classes=4), bits=4)
-    scales = {id(p) for p in model.parameters() if is_scale_parameter(p)}
+    scales = {id(p) for p in step_sizes(model).values()}
     assert scales and all(p.ndim <= 1 for p in model.parameters() if id(p) in scales)
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_models import BUILDERS, images
 from safetensors.torch import save_file
 from torch import nn
 
 from gaqat_wrap import LSQQuantizer, quantize_model
-from gaqat_wrap.export import export_integer_model, export_onnx_qdq, export_sizes, load_integer_model, to_integer_model
+from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model, to_integer_model
 
 
 def small() -> nn.Module:
@@ -68,9 +67,3 @@ def test_a_file_that_is_not_an_integer_export_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a gaqat_wrap integer export"):
         load_integer_model(tmp_path / "plain.safetensors", small())
 
-
-def test_size_report_needs_the_fake_quant_model(tmp_path):
-    model = quantize_model(BUILDERS["std_conv"](), bits=4, weight_init="lsq")
-    model(images(2))
-    with pytest.raises(ValueError, match="not an integer model"):
-        export_sizes(to_integer_model(model), tmp_path)

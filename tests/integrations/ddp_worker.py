@@ -43,8 +43,8 @@ def main(out_dir: Path) -> None:
     model = build_model()
     calibrate(model, [images[-1, shard]])  # each rank sees different data; scales must agree
     calibrated = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("scale")}
-    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), sam_rho=0.05, freeze_threshold=0.5,
-                               window=2)
+    optimizer = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), model=model, sam_rho=0.05,
+                               freeze_threshold=0.5, window=2)
     model, optimizer = accelerator.prepare(model, optimizer)
     frozen_history = []
     for step in range(STEPS):

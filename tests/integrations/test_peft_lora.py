@@ -9,7 +9,7 @@ from transformers import ViTConfig, ViTForImageClassification
 from gaqat_wrap import calibrate, quantize_model
 from gaqat_wrap.integrations import train_scales
 from gaqat_wrap.optim import GAQATOptimizer
-from gaqat_wrap.quant import QuantizedLayer, is_scale_parameter, lsq_fake_quant
+from gaqat_wrap.quant import QuantizedLayer, lsq_fake_quant, step_sizes
 
 
 def _lora_vit(scales_trainable: bool):
@@ -32,7 +32,7 @@ def _batch():
 
 def _train(model, steps=3):
     optimizer = GAQATOptimizer(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2),
-                               sam_rho=0.05, freeze_threshold=0.5, window=2)
+                               model=model, sam_rho=0.05, freeze_threshold=0.5, window=2)
     batch = _batch()
     for _ in range(steps):
         optimizer.step(lambda: model(**batch).loss.backward())
@@ -49,7 +49,8 @@ def test_lora_on_quantized_layers_trains_adapters_and_scales_not_base_weights():
     after = dict(model.named_parameters())
     base_weights = [n for n in before if n.endswith("base_layer.weight")]
     adapters = [n for n in before if "lora_" in n]
-    scales = [n for n, p in after.items() if is_scale_parameter(p)]
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    scales = [n for n, p in after.items() if id(p) in scale_ids]
     assert base_weights and adapters and scales
     assert all(torch.equal(before[n], after[n]) for n in base_weights)
     assert all(not torch.equal(before[n], after[n]) for n in adapters)
@@ -60,7 +61,8 @@ def test_lora_on_quantized_layers_trains_adapters_and_scales_not_base_weights():
 
 def test_scales_stay_fixed_unless_made_trainable():
     model = _lora_vit(scales_trainable=False)
-    scales = {n: p.detach().clone() for n, p in model.named_parameters() if is_scale_parameter(p)}
+    scale_ids = {id(p) for p in step_sizes(model).values()}
+    scales = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in scale_ids}
     optimizer = _train(model)
     assert all(torch.equal(scales[n], p) for n, p in model.named_parameters() if n in scales)
     assert optimizer.freeze_report() == []

@@ -48,7 +48,7 @@ def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def _hand_loop(model, data, grad_accum: int, max_grad_norm: float) -> GAQATOptimizer:
     """The documented semantics: g0 and g1 both accumulate all micro-batches (loss / GA) and are clipped."""
-    optimizer = GAQATOptimizer(_sgd(model), **GAQAT_OPTIONS)
+    optimizer = GAQATOptimizer(_sgd(model), model=model, **GAQAT_OPTIONS)
     model.train()
     for step in range(STEPS):
         micro = [data[(step * grad_accum + i) * BATCH:(step * grad_accum + i + 1) * BATCH] for i in range(grad_accum)]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gaqat_wrap import calibrate, quantize_model, second_pass
-from gaqat_wrap.quant.quantizer import is_scale_parameter
+from gaqat_wrap.quant import step_sizes
 
 
 def mlp() -> nn.Module:
@@ -115,7 +115,8 @@ def reference_step(model: nn.Module, base: torch.optim.Optimizer, x, y, rho: flo
     base.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
     g0 = {p: p.grad.detach().clone() for p in params if p.grad is not None}
-    perturbed = [p for p in g0 if not is_scale_parameter(p)]
+    scales = set(step_sizes(model).values())
+    perturbed = [p for p in g0 if p not in scales]
     eps = _perturb_from_equations(perturbed, g0, rho, adaptive, eta, alpha if variant == "sagm" else 0.0)
     theta = {p: p.detach().clone() for p in perturbed}
     with torch.no_grad():

@@ -7,6 +7,9 @@ import torch
 
 from gaqat_wrap.optim import GAQATConfig, GAQATOptimizer
 
+# Most optimizers here have no step sizes to watch: the warning about that is not what these tests check.
+pytestmark = pytest.mark.filterwarnings("ignore:GAQATOptimizer was not told")
+
 
 def sgd():
     return torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
@@ -25,11 +28,13 @@ def test_rho_must_be_a_finite_non_negative_number(rho):
         GAQATOptimizer(sgd(), sam_rho=rho)
 
 
-def test_per_group_rho_is_checked_at_the_step():
+@pytest.mark.parametrize("rho", [-1.0, float("nan"), float("inf"), "0.1"])
+def test_per_group_rho_is_checked_at_the_step_before_anything_changes(rho):
     w = torch.nn.Parameter(torch.ones(2))
-    opt = GAQATOptimizer(torch.optim.SGD([{"params": [w], "sam_rho": -1.0}], lr=0.1))
-    with pytest.raises(ValueError, match="'sam_rho' must be a number >= 0"):
+    opt = GAQATOptimizer(torch.optim.SGD([{"params": [w], "sam_rho": rho}], lr=0.1))
+    with pytest.raises(ValueError, match="'sam_rho' must be a finite number >= 0"):
         opt.step(lambda: (w ** 2).sum().backward())
+    assert w.tolist() == [1.0, 1.0] and w.grad is None and opt.steps == 0
 
 
 @pytest.mark.parametrize("threshold", [0.0, -0.5, 1.01, float("nan")])
@@ -84,9 +89,8 @@ def test_replay_must_be_callable():
 
 def test_loading_a_checkpoint_with_another_window_is_refused():
     w = torch.nn.Parameter(torch.ones(2))
-    w._gaqat_scale = "s.weight"
-    opt = GAQATOptimizer(torch.optim.SGD([w], lr=0.1), window=2)
+    opt = GAQATOptimizer(torch.optim.SGD([w], lr=0.1), scales={"s.weight": w}, window=2)
     opt.step(lambda: (w ** 2).sum().backward())
-    other = GAQATOptimizer(torch.optim.SGD([w], lr=0.1), window=3)
-    with pytest.raises(ValueError, match="same window"):
+    other = GAQATOptimizer(torch.optim.SGD([w], lr=0.1), scales={"s.weight": w}, window=3)
+    with pytest.raises(ValueError, match=r"other options \(window: saved 2, here 3"):
         other.load_state_dict(opt.state_dict())

@@ -17,11 +17,10 @@ class Toy:
 
     def __init__(self) -> None:
         self.channel = nn.Parameter(torch.ones(3))
-        self.channel._gaqat_scale = "layer.weight"
         self.tensor = nn.Parameter(torch.ones(()))
-        self.tensor._gaqat_scale = "layer.input"
         self.weight = nn.Parameter(torch.ones(4))
         self.params = [self.channel, self.tensor, self.weight]
+        self.scales = {"layer.weight": self.channel, "layer.input": self.tensor}
 
     def closure(self, g0: list, g1: list):
         def run():
@@ -47,7 +46,7 @@ def conflicts(toy, opt):
 
 def test_cosine_flags_conflict_when_smooth_gradient_opposes_task_gradient():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), window=4)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), scales=toy.scales, window=4)
     opt.step(toy.closure(*grads_with_smooth([-1.0, 5.0, 5.0], 0.5)))   # cos = -1 / (1 * sqrt(51)) < 0; tensor: +
     assert conflicts(toy, opt) == [1, 0]
     opt.step(toy.closure(*grads_with_smooth([0.5, -5.0, 0.0], -2.0)))   # channel: dot 0.5 > 0; tensor: -2 < 0
@@ -61,18 +60,18 @@ def test_sign_metric_counts_elementwise_disagreement():
     g1 = [[1.0 - 3.0, 2.0, 2.0], 2.0, [1.0] * 4]         # g_smooth = [-3, 1, 1]: 1 of 3 disagree, cosine < 0
     for metric, expected in (("cosine", [1, 0]), ("sign", [0, 0])):
         toy = Toy()
-        opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), window=4, metric=metric)
+        opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), scales=toy.scales, window=4, metric=metric)
         opt.step(toy.closure(g0, g1))
         assert conflicts(toy, opt) == expected, metric
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), window=4, metric="sign")
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), scales=toy.scales, window=4, metric="sign")
     opt.step(toy.closure(g0, [[0.0, 0.0, 2.0], 2.0, [1.0] * 4]))   # g_smooth = [-1, -1, 1]: 2 of 3 disagree
     assert conflicts(toy, opt) == [1, 0]
 
 
 def test_zero_smooth_gradient_is_no_conflict():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), window=1)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.0), scales=toy.scales, window=1)
     opt.step(toy.closure(G_TASK, G_TASK))
     assert conflicts(toy, opt) == [0, 0]
 
@@ -89,7 +88,7 @@ def run_sequence(opt, toy, channel_conflicts):
 
 def test_freeze_decision_at_full_window_and_frozen_scale_does_not_move():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.AdamW(toy.params, lr=0.1), window=2, freeze_threshold=0.5)
+    opt = GAQATOptimizer(torch.optim.AdamW(toy.params, lr=0.1), scales=toy.scales, window=2, freeze_threshold=0.5)
     moved = run_sequence(opt, toy, [True, False])
     # step 1: window not full, nothing frozen; step 2: disorder 1/2 >= 0.5 freezes the channel scale for that update
     assert moved == [[True, True, True], [False, True, True]]
@@ -100,7 +99,7 @@ def test_freeze_decision_at_full_window_and_frozen_scale_does_not_move():
 
 def test_freeze_is_reevaluated_every_window_by_default():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1, momentum=0.9), window=2, freeze_threshold=0.5)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1, momentum=0.9), scales=toy.scales, window=2, freeze_threshold=0.5)
     moved = run_sequence(opt, toy, [True, True, False, False, False])
     assert [m[0] for m in moved] == [True, False, False, True, True]   # frozen at step 2, thawed at step 4
     assert all(m[1] and m[2] for m in moved)                           # the other scale and the weight always move
@@ -109,7 +108,8 @@ def test_freeze_is_reevaluated_every_window_by_default():
 
 def test_permanent_freeze_keeps_a_scale_frozen():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), window=2, freeze_threshold=0.5, permanent_freeze=True)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), scales=toy.scales, window=2,
+                         freeze_threshold=0.5, permanent_freeze=True)
     moved = run_sequence(opt, toy, [True, True, False, False, False])
     assert [m[0] for m in moved] == [True, False, False, False, False]
     assert opt.freeze_report()[0].frozen_steps == 4
@@ -117,14 +117,16 @@ def test_permanent_freeze_keeps_a_scale_frozen():
 
 def test_reevaluate_every_step_with_a_sliding_window():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), window=2, reevaluate_every=1, freeze_threshold=1.0)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), scales=toy.scales, window=2,
+                         reevaluate_every=1, freeze_threshold=1.0)
     moved = run_sequence(opt, toy, [True, True, False, True, True])
     assert [m[0] for m in moved] == [True, False, True, True, False]
 
 
 def test_freeze_mode_smooth_updates_a_frozen_scale_with_the_task_gradient_only():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=1.0), window=1, freeze_threshold=1.0, freeze_mode="smooth")
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=1.0), scales=toy.scales, window=1,
+                         freeze_threshold=1.0, freeze_mode="smooth")
     opt.step(toy.closure(*grads_with_smooth([-2.0, 7.0, 0.0], 1.0)))
     assert toy.channel.tolist() == [0.0, 1.0, 1.0]         # 1 - g_task = 1 - [1, 0, 0]
     assert toy.tensor.item() == 1.0 - 2.0                  # unfrozen: full g1 = 1 + 1
@@ -133,7 +135,7 @@ def test_freeze_mode_smooth_updates_a_frozen_scale_with_the_task_gradient_only()
 
 def test_no_freezing_when_threshold_is_none():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), window=1, freeze_threshold=None)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), scales=toy.scales, window=1, freeze_threshold=None)
     moved = run_sequence(opt, toy, [True, True])
     assert all(all(m) for m in moved)
     assert opt.freeze_report()[0].disorder == 1.0
@@ -141,7 +143,7 @@ def test_no_freezing_when_threshold_is_none():
 
 def test_freeze_hook_receives_the_report_after_each_decision():
     toy = Toy()
-    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), window=2, freeze_threshold=0.5)
+    opt = GAQATOptimizer(torch.optim.SGD(toy.params, lr=0.1), scales=toy.scales, window=2, freeze_threshold=0.5)
     seen = []
     handle = opt.register_freeze_hook(lambda o, report: seen.append((o.steps, [s.frozen for s in report])))
     run_sequence(opt, toy, [True, True, False, False])
@@ -153,7 +155,7 @@ def test_freeze_hook_receives_the_report_after_each_decision():
 
 def test_on_a_quantized_model_frozen_scales_stay_and_everything_else_moves():
     model, data = build("mlp")
-    opt = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), sam_rho=0.5, window=1,
+    opt = GAQATOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), model=model, sam_rho=0.5, window=1,
                          freeze_threshold=1.0)
     scales = opt._scales()
     weights = [p for p in model.parameters() if all(p is not s for s in scales)]
@@ -169,12 +171,11 @@ def test_on_a_quantized_model_frozen_scales_stay_and_everything_else_moves():
 
 
 def _scales(n: int) -> list[nn.Parameter]:
-    params = []
-    for i in range(n):
-        p = nn.Parameter(torch.ones(()))
-        p._gaqat_scale = f"layer{i}.input"
-        params.append(p)
-    return params
+    return [nn.Parameter(torch.ones(())) for _ in range(n)]
+
+
+def named(params: list[nn.Parameter]) -> dict[str, nn.Parameter]:
+    return {f"layer{i}.input": p for i, p in enumerate(params)}
 
 
 def _run_conflicting(params: list[nn.Parameter], conflicting: int, steps: int, opt: GAQATOptimizer) -> None:
@@ -190,7 +191,7 @@ def _run_conflicting(params: list[nn.Parameter], conflicting: int, steps: int, o
 
 def test_warns_once_when_a_decision_freezes_almost_every_scale():
     params = _scales(5)
-    opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), window=2)
+    opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), scales=named(params), window=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _run_conflicting(params, conflicting=5, steps=6, opt=opt)  # three decisions, all scales frozen each time
@@ -203,7 +204,7 @@ def test_warns_once_when_a_decision_freezes_almost_every_scale():
 def test_no_warning_below_the_mostly_frozen_share_or_for_tiny_models():
     for n, conflicting in ((5, 4), (3, 3)):  # 80% frozen; or 100% of only 3 scales
         params = _scales(n)
-        opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), window=2)
+        opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), scales=named(params), window=2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _run_conflicting(params, conflicting=conflicting, steps=4, opt=opt)

@@ -1,4 +1,9 @@
-"""Under torch.distributed the conflict statistics are all-reduced: every rank makes the same freeze decisions."""
+"""Under DDP every rank makes the same freeze decisions, with one optimizer collective per step.
+
+DDP averages the gradients of both passes, so every rank computes the same conflict statistics: the
+optimizer needs no collective of its own for them. Its one collective is the finiteness flag (a MIN
+all-reduce), so that all ranks skip a bad step together.
+"""
 
 from __future__ import annotations
 
@@ -25,26 +30,43 @@ def free_port() -> int:
 
 def worker(rank: int, port: int, out_dir: str) -> None:
     from optim_helpers import batches, loss_closure, mlp
+    from torch.nn.parallel import DistributedDataParallel
 
+    from gaqat_wrap import calibrate
     from gaqat_wrap.optim import GAQATOptimizer
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=timedelta(seconds=60))
+    calls = []
+    all_reduce = dist.all_reduce
+
+    def counting_all_reduce(*args, **kwargs):   # DDP's own gradient all-reduce does not go through this function
+        calls.append(1)
+        return all_reduce(*args, **kwargs)
+
+    dist.all_reduce = counting_all_reduce
     try:
-        model = mlp()   # same seed on every rank; no DDP wrapper, so each rank's gradients are its own
-        opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.05), sam_rho=0.5, window=1,
+        model = mlp()   # same seed on every rank
+        calibrate(model, [batches((8,), 1, seed=50 + rank)[0][0]])   # all-reduced: the same step sizes on every rank
+        ddp = DistributedDataParallel(model)
+        opt = GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.05), model=model, sam_rho=0.5, window=1,
                              freeze_threshold=1.0)
         decisions = []
-        for x, y in batches((8,), STEPS, seed=100 + rank):
-            opt.step(loss_closure(model, x, y))
+        calls.clear()   # count the optimizer's steps only, not DDP's set-up
+        for x, y in batches((8,), STEPS, seed=100 + rank):   # each rank its own data
+            opt.step(loss_closure(ddp, x, y))
             decisions.append([s.frozen for s in opt.freeze_report()])
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(decisions))
+        collectives = len(calls)
+        params = [p.detach().flatten().tolist() for p in model.parameters()]
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"decisions": decisions, "params": params,
+                                                                  "collectives": collectives}))
         # Rank 0 hosts the TCPStore: if it tears the group down while the other rank still talks to the
         # store, its store thread is destroyed while joinable and the process aborts ("terminate called
         # without an active exception", SIGABRT; seen in about 1 of 3 runs). Finish together first.
         dist.barrier()
     finally:
+        dist.all_reduce = all_reduce
         dist.destroy_process_group()
     # Python's interpreter teardown after a gloo run sometimes destroys a still-joinable C++ thread in torch
     # ("terminate called without an active exception", SIGABRT; about 1 run in 10 here, even with the barrier).
@@ -52,7 +74,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     os._exit(0)
 
 
-def test_two_gloo_ranks_with_different_data_make_identical_freeze_decisions(tmp_path):
+def test_ddp_ranks_with_different_data_make_identical_decisions_with_one_collective_per_step(tmp_path):
     context = mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False)
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
@@ -61,6 +83,8 @@ def test_two_gloo_ranks_with_different_data_make_identical_freeze_decisions(tmp_
                 process.kill()
             raise AssertionError("the 2-process gloo run did not finish within 120 s")
     ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in range(WORLD)]
-    assert ranks[0] == ranks[1]
-    flat = [flag for step in ranks[0] for flag in step]
-    assert len(ranks[0]) == STEPS and any(flat) and not all(flat)   # decisions were non-trivial
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    assert ranks[0]["params"] == ranks[1]["params"]              # bit-identical parameters
+    flat = [flag for step in ranks[0]["decisions"] for flag in step]
+    assert len(ranks[0]["decisions"]) == STEPS and any(flat) and not all(flat)   # decisions were non-trivial
+    assert ranks[0]["collectives"] == ranks[1]["collectives"] == STEPS   # the finiteness flag, once per step

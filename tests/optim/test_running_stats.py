@@ -17,7 +17,7 @@ def test_batchnorm_running_mean_after_a_step_equals_one_forward_update():
     model, data = build("convnet")
     once = twin(model)
     x, y = data[0]
-    GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), sam_rho=0.5).step(loss_closure(model, x, y))
+    GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model=model, sam_rho=0.5).step(loss_closure(model, x, y))
     with torch.no_grad():
         once(x)
     after_step, after_one_forward = bn_buffers(model), bn_buffers(once)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gaqat_wrap import QuantConfig, calibrate, format_report, param_groups, quant_report, quantize_model, second_pass
-from gaqat_wrap.quant.layers import LINEAR, LayerAdapter, QuantizedLayer, register_adapter
-from gaqat_wrap.quant.quantizer import LSQQuantizer, is_scale_parameter, scale_role
+from gaqat_wrap.quant.layers import LINEAR, LayerAdapter, QuantizedLayer
+from gaqat_wrap.quant.quantizer import LSQQuantizer, step_sizes
 
 
 class SmallConvNet(nn.Module):
@@ -161,7 +161,7 @@ def test_include_and_exclude_globs():
 
 
 def test_overrides_with_bits_and_tuples_first_match_wins():
-    net = quantize_model(SmallConvNet(), bits=4, overrides={"grouped": (8, 6), "conv*": 3, "*": 5})
+    net = quantize_model(SmallConvNet(), bits=4, overrides={"grouped": (8, 6), "conv*": 3, "[!sh]*": 5})
     bits = {r.name: (r.weight_bits, r.input_bits) for r in quant_report(net) if r.quantized}
     assert bits == {"grouped": (8, 6), "depthwise": (5, 5), "conv1d": (3, 3), "fc": (5, 5)}
 
@@ -220,15 +220,15 @@ def test_subclass_with_its_own_forward_is_skipped_with_a_reason_and_left_unchang
     assert torch.equal(custom(h), nn.Conv2d.forward(custom, h) * 2)
 
 
-def test_register_adapter_teaches_a_custom_class(images):
+def test_config_adapters_teach_a_custom_class(images):
     class DoubledWeightConv(nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self._conv_forward(x, self.weight * 2, self.bias)
 
-    register_adapter(DoubledWeightConv, LayerAdapter(lambda m: m.weight * 2, lambda m, x, w: m._conv_forward(x, w, m.bias)))
+    adapters = {DoubledWeightConv: LayerAdapter(lambda m: m.weight * 2, lambda m, x, w: m._conv_forward(x, w, m.bias))}
     net = nn.Sequential(nn.Conv2d(3, 4, 1), DoubledWeightConv(4, 4, 3), nn.Conv2d(4, 2, 1))
     fp = copy.deepcopy(net)
-    quantize_model(net, bits=8, act_bits=8)
+    quantize_model(net, bits=8, act_bits=8, adapters=adapters)
     layer = net[1]
     assert isinstance(layer, DoubledWeightConv) and isinstance(layer, QuantizedLayer)
     assert torch.equal(layer.effective_weight(), fp[1].weight * 2)
@@ -277,8 +277,8 @@ def test_original_state_dict_loads_into_quantized_model():
 
 def test_scales_exist_at_once_and_an_optimizer_built_afterwards_sees_them(images):
     net = quantize_model(SmallConvNet(), bits=4)
-    scales = [p for p in net.parameters() if is_scale_parameter(p)]
-    roles = sorted(scale_role(p) for p in scales)
+    found = step_sizes(net)
+    scales, roles = list(found.values()), sorted(found)
     assert roles == sorted(f"{n}.{k}" for n in ("grouped", "depthwise", "conv1d", "fc") for k in ("weight", "input"))
     assert all((p > 0).all() for p in scales)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -304,8 +304,9 @@ def test_deepcopy_and_pickle_keep_scale_roles(images):
     calibrate(net, [images])
     expected = net(images)
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
-        roles = sorted(scale_role(p) for p in clone.parameters() if is_scale_parameter(p))
-        assert roles == sorted(scale_role(p) for p in net.parameters() if is_scale_parameter(p))
+        assert list(step_sizes(clone)) == list(step_sizes(net))
+        assert all(clone_scale is not scale for clone_scale, scale in
+                   zip(step_sizes(clone).values(), step_sizes(net).values(), strict=True))
         assert isinstance(clone.fc, nn.Linear) and isinstance(clone.fc, QuantizedLayer)
         assert torch.equal(clone(images), expected)
 
@@ -318,9 +319,9 @@ def test_scale_roles_survive_dtype_and_device_moves_and_assign_loading():
         net.double()
     finally:
         torch.__future__.set_swap_module_params_on_conversion(old)
-    assert scale_role(net[2].weight_quantizer.scale) == "2.weight"
+    assert step_sizes(net)["2.weight"] is net[2].weight_quantizer.scale
     net.load_state_dict(copy.deepcopy(net.state_dict()), assign=True)
-    assert scale_role(net[4].input_quantizer.scale) == "4.input"
+    assert step_sizes(net)["4.input"] is net[4].input_quantizer.scale
 
 
 def test_whole_model_pickle_loads_in_a_fresh_process(tmp_path):
@@ -329,8 +330,8 @@ def test_whole_model_pickle_loads_in_a_fresh_process(tmp_path):
     path = tmp_path / "net.pt"
     torch.save({"model": net, "x": x, "y": net(x).detach()}, path)
     code = (f"import torch; d = torch.load({str(path)!r}, weights_only=False); m = d['model']; "
-            "from gaqat_wrap.quant.quantizer import scale_role; "
-            "assert torch.equal(m(d['x']), d['y']); print(type(m[2]).__name__, scale_role(m[2].weight_quantizer.scale))")
+            "from gaqat_wrap.quant import step_sizes; "
+            "assert torch.equal(m(d['x']), d['y']); print(type(m[2]).__name__, list(step_sizes(m))[0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["QuantizedLinear", "2.weight"]
@@ -422,8 +423,9 @@ def test_param_groups_keep_scales_out_of_weight_decay_and_apply_scale_lr():
     net.stem.weight.requires_grad_(False)
     groups = param_groups(net, weight_decay=0.05, scale_lr=1e-4, lr=1e-2)
     by_name = {g["group"]: g for g in groups}
-    scales = {id(p) for p in net.parameters() if is_scale_parameter(p)}
+    scales = {id(p) for p in step_sizes(net).values()}
     assert {id(p) for p in by_name["scales"]["params"]} == scales
+    assert by_name["scales"]["step_size_roles"] == [role for role, p in step_sizes(net).items() if p.requires_grad]
     assert by_name["scales"]["weight_decay"] == 0.0 and by_name["scales"]["lr"] == 1e-4
     assert by_name["decay"]["weight_decay"] == 0.05 and by_name["decay"]["lr"] == 1e-2
     assert all(p.ndim >= 2 for p in by_name["decay"]["params"])

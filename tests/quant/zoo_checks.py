@@ -19,7 +19,7 @@ from torch import nn
 
 from gaqat_wrap import calibrate, quant_report, quantize_model
 from gaqat_wrap.quant.layers import QuantizedLayer
-from gaqat_wrap.quant.quantizer import is_scale_parameter
+from gaqat_wrap.quant.quantizer import step_sizes
 
 CANDIDATES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -116,7 +116,7 @@ def assert_w4a4_trains(
     loss = forward(model, inputs)
     assert torch.isfinite(loss), f"W4A4 loss is {loss}"
     loss.backward()
-    scales = {n: p for n, p in model.named_parameters() if is_scale_parameter(p)}
+    scales = step_sizes(model)
     assert scales, "no step sizes"
     no_grad = [n for n, p in scales.items() if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0]
     assert not no_grad, f"{len(no_grad)} of {len(scales)} step sizes got no (finite, non-zero) gradient: {no_grad[:6]}"
@@ -141,9 +141,8 @@ def assert_state_dict_round_trip(
     model = quantize_model(build(0), bits=4)
     calibrate(model, [calib])
     with torch.no_grad():
-        for p in model.parameters():
-            if is_scale_parameter(p):
-                p.mul_(1.1)  # values that only the state_dict can carry
+        for p in step_sizes(model).values():
+            p.mul_(1.1)  # values that only the state_dict can carry
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     fresh = quantize_model(build(1), bits=4)

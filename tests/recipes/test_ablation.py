@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gaqat_wrap.optim.config import GAQATConfig
-from gaqat_wrap.training import (
+from gaqat_recipes import (
     GAQAT_ABLATIONS,
     TrainConfig,
     ablation_variant,
@@ -17,9 +16,10 @@ from gaqat_wrap.training import (
     run_ablation,
     write_sweep_report,
 )
-from gaqat_wrap.training import loop as loop_module
-from gaqat_wrap.training.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
-from gaqat_wrap.training.cli import ablation_main, report_main
+from gaqat_recipes import run as run_module
+from gaqat_recipes.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
+from gaqat_recipes.cli import ablation_main, report_main
+from gaqat_wrap import GAQATConfig
 
 
 def _run(domain: str, seed: int, val: float, test: float, frozen: float = 0.0) -> dict:
@@ -29,11 +29,11 @@ def _run(domain: str, seed: int, val: float, test: float, frozen: float = 0.0) -
 
 def test_every_variant_changes_only_the_option_it_names():
     defaults = GAQATConfig().to_dict()
-    base = {"test_domain": "0", "method": "gaqat"}
+    base = {"test_domain": "0"}
     assert GAQAT_ABLATIONS[0].name == REFERENCE and not GAQAT_ABLATIONS[0].overrides
     assert len({v.name for v in GAQAT_ABLATIONS}) == len(GAQAT_ABLATIONS)
     for variant in GAQAT_ABLATIONS[1:]:
-        config = TrainConfig(**{**base, "method": variant.method, **variant.overrides}).gaqat_config().to_dict()
+        config = TrainConfig(**base, method=variant.method, gaqat=dict(variant.overrides)).gaqat_config().to_dict()
         changed = {k for k in defaults if config[k] != defaults[k]}
         if variant.method == "sam-qat":
             assert changed == {"freeze_threshold"} and config["freeze_threshold"] is None
@@ -71,12 +71,12 @@ def test_held_out_accuracy_never_decides_the_verdict():
 
 
 def test_ablation_runs_each_variant_with_its_options_writes_the_table_and_resumes(tiny_config, tmp_path, monkeypatch):
-    base = tiny_config(steps=2, eval_every=1, window=1, plots=False, save_checkpoint=False)
+    base = tiny_config(steps=2, eval_every=1, gaqat={"window": 1}, plots=False, save_checkpoint=False)
     variants = [ablation_variant(REFERENCE), ablation_variant("metric_sign"), ablation_variant("no_freezing")]
     root = tmp_path / "ablation"
     results = run_ablation(base, variants, bits=4, test_domains=["c"], seeds=[0, 1], root=root, log=lambda s: None)
 
-    assert [r["config"]["metric"] for r in results["metric_sign"]] == ["sign", "sign"]
+    assert [r["method"]["gaqat"]["metric"] for r in results["metric_sign"]] == ["sign", "sign"]
     assert [r["method"]["gaqat"]["freeze_threshold"] for r in results["no_freezing"]] == [None, None]
     assert results[REFERENCE][0]["method"]["gaqat"] == {**GAQATConfig(window=1).to_dict(), "reevaluate_every": 1}
     assert (root / "metric_sign" / "runs" / "gaqat_w4" / "test_c" / "seed_1" / "metrics.json").is_file()
@@ -86,7 +86,7 @@ def test_ablation_runs_each_variant_with_its_options_writes_the_table_and_resume
     assert [row["name"] for row in saved["rows"]] == [REFERENCE, "metric_sign", "no_freezing"]
     assert saved["rows"][1]["pairs"] == 2
 
-    monkeypatch.setattr(loop_module, "train_dg", lambda config: pytest.fail(f"{config.output_dir} was trained again"))
+    monkeypatch.setattr(run_module, "train_dg", lambda config: pytest.fail(f"{config.output_dir} was trained again"))
     resumed = run_ablation(base, variants, bits=4, test_domains=["c"], seeds=[0, 1], root=root, log=lambda s: None)
     assert {k: [r["selected"] for r in v] for k, v in resumed.items()} == \
         {k: [r["selected"] for r in v] for k, v in results.items()}
@@ -129,4 +129,4 @@ def test_a_base_config_keeps_its_shared_options_in_every_variant(tiny_config, tm
     results = run_ablation(base, [ablation_variant("window_5")], bits=3, test_domains=["c"], seeds=[0],
                            root=tmp_path, log=lambda s: None)
     config = results["window_5"][0]["config"]
-    assert (config["lr"], config["bits"], config["window"], config["method"]) == (2e-3, 3, 5, "gaqat")
+    assert (config["lr"], config["bits"], config["gaqat"], config["method"]) == (2e-3, 3, {"window": 5}, "gaqat")

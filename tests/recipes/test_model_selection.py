@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gaqat_wrap.training import loop, train_dg
+from gaqat_recipes import loop, train_dg
 
 
 def test_selected_step_is_the_first_argmax_of_validation_not_of_test(tiny_config, monkeypatch):
@@ -12,8 +12,8 @@ def test_selected_step_is_the_first_argmax_of_validation_not_of_test(tiny_config
     val = iter([0.50, 0.90, 0.70, 0.90])
     test = iter([0.95, 0.20, 0.99, 0.30])
 
-    def scripted(model, loader, accelerator, names, metric):
-        real = real_accuracy(model, loader, accelerator, names, metric)
+    def scripted(model, loader, names, **options):
+        real = real_accuracy(model, loader, names, **options)
         is_validation = set(real["per_domain"]) == {"a", "b"}
         value = next(val if is_validation else test)
         return {"per_domain": dict.fromkeys(real["per_domain"], value), "average": value}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gaqat_wrap.training import TrainConfig, setup, train_dg
-from gaqat_wrap.training.cli import main
+from gaqat_recipes import TrainConfig, train_dg
+from gaqat_recipes import run as run_module
+from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def test_unknown_domain_fails_before_the_model_is_built_or_output_written(tiny_c
     def must_not_build(*args, **kwargs):
         raise AssertionError("the model was built before the domain was checked")
 
-    monkeypatch.setattr(setup, "build_model", must_not_build)
+    monkeypatch.setattr(run_module, "build_model", must_not_build)
     with pytest.raises(ValueError, match=r"unknown domain 'z'; this dataset has domains \['a', 'b', 'c'\]"):
         train_dg(config)
     assert not Path(config.output_dir).exists()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gaqat_wrap.training import SweepSpec, run_sweep, sweep
-from gaqat_wrap.training import loop as loop_module
+from gaqat_recipes import SweepSpec, run_sweep, sweep
+from gaqat_recipes import run as run_module
 
 
 def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_path, monkeypatch):
@@ -29,7 +29,7 @@ def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_
     def no_training(config):
         raise AssertionError(f"{config.method} was trained again")
 
-    monkeypatch.setattr(loop_module, "train_dg", no_training)
+    monkeypatch.setattr(run_module, "train_dg", no_training)
     lines: list[str] = []
     resumed = run_sweep(base, SweepSpec(methods=["fp", "qat"], test_domains=["c"]), root, log=lines.append)
     assert [r["selected"] for r in resumed] == [r["selected"] for r in runs]
@@ -55,7 +55,7 @@ def test_sweep_in_subprocesses_matches_in_process(tiny_config, tmp_path):
 
 
 def test_average_over_domains_uses_only_seeds_that_cover_every_domain():
-    from gaqat_wrap.reporting import markdown_table, summarize_runs
+    from gaqat_recipes.reporting import markdown_table, summarize_runs
 
     def run(method, domain, seed, acc):
         return {"config": {"method": method, "bits": 3, "test_domain": domain, "seed": seed},
@@ -71,3 +71,49 @@ def test_average_over_domains_uses_only_seeds_that_cover_every_domain():
     table = markdown_table([qat, gaqat])
     assert "| LSQ W3A3 | 90.0 ± 0.0 | 65.0 ± 7.1 | 75.0 (1 seed) |" in table
     assert "| GAQAT W3A3 | – | 65.0 ± 21.2 | – |" in table
+
+
+def test_jobs_train_runs_in_parallel_processes_with_the_same_results(tiny_config, tmp_path):
+    base = tiny_config(steps=2, eval_every=1, plots=False, save_checkpoint=False)
+    spec = SweepSpec(methods=["fp", "qat"], test_domains=["c"])
+    parallel = run_sweep(base, spec, tmp_path / "parallel", jobs=2, log=lambda s: None)
+    inside = run_sweep(base, spec, tmp_path / "inside", log=lambda s: None)
+    assert [r["selected"] for r in parallel] == [r["selected"] for r in inside]
+    assert [(r["config"]["threads"], r["config"]["progress"]) for r in parallel] == [(1, False), (1, False)]
+
+
+def test_two_sweeps_into_one_folder_leave_one_report_of_all_their_runs(tiny_config, tmp_path):
+    base = tiny_config(steps=1, eval_every=1, plots=False, save_checkpoint=False)
+    root = tmp_path / "shared"
+    run_sweep(base, SweepSpec(methods=["fp"], test_domains=["c"]), root, log=lambda s: None)
+    run_sweep(base, SweepSpec(methods=["qat"], test_domains=["c"]), root, log=lambda s: None)
+    table = (root / "results.md").read_text()
+    assert "| FP (ERM) |" in table and "| LSQ W4A4 |" in table
+    assert len(json.loads((root / "results.json").read_text())["runs"]) == 2
+
+
+def test_concurrent_report_writers_never_leave_a_partial_file(tmp_path):
+    import concurrent.futures
+
+    from gaqat_recipes import write_sweep_report
+
+    runs = [{"config": {"method": m, "bits": 4, "test_domain": d, "seed": s},
+             "selected": {"test_acc": 0.5, "val_acc": 0.9, "step": 1}} for m in ("fp", "qat") for d in "ab" for s in (0, 1)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: write_sweep_report(runs[: 2 + n % 7], tmp_path), range(12)))
+    assert json.loads((tmp_path / "results.json").read_text())["runs"]  # complete JSON
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".report.lock", "heldout_accuracy.png", "results.json", "results.md"]
+
+
+def test_validation_over_several_held_out_domains_is_averaged_per_seed_not_pooled():
+    from gaqat_recipes.reporting import markdown_table, summarize_runs
+
+    def run(domain, seed, val):
+        return {"config": {"method": "qat", "bits": 4, "test_domain": domain, "seed": seed},
+                "selected": {"test_acc": 0.5, "val_acc": val}}
+
+    # held-out 0 validates on other domains than held-out 75: seed means 0.85 and 0.75
+    runs = [run("0", 0, 0.90), run("75", 0, 0.80), run("0", 1, 0.80), run("75", 1, 0.70)]
+    row = summarize_runs(runs)[0]
+    assert row["val"][0] == pytest.approx(0.80) and row["val"][1] == pytest.approx(0.0707107, rel=1e-5)
+    assert "| 80.0 ± 7.1 | 4 |" in markdown_table([row])  # pooled over the 4 runs it would read 80.0 ± 8.2

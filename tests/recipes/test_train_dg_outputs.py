@@ -9,13 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gaqat_wrap.training import METHODS, load_checkpoint, load_splits, train_dg
-from gaqat_wrap.training.cli import main
+from gaqat_recipes import METHODS, load_checkpoint, load_splits, train_dg
+from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
-    config = tiny_config(method=method)
+    calibrated = METHODS[method].gaqat.get("metric") == "calibrated"
+    config = tiny_config(method=method, gaqat={"window": 4 if calibrated else 2, "null_every": 1})
     metrics = train_dg(config)
     out = Path(config.output_dir)
 
@@ -40,7 +41,7 @@ def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
     assert (out / "freeze_heatmap.png").exists() == tracked
     if tracked:
         trace = metrics["freeze_trace"]
-        assert trace["steps"] == [2, 4] and len(trace["roles"]) == len(trace["disorder"][0]) > 0
+        assert trace["steps"] == ([4] if calibrated else [2, 4]) and len(trace["roles"]) == len(trace["disorder"][0]) > 0
         assert any(h["mean_disorder"] > 0 for h in metrics["history"]) or all(d == 0 for row in trace["disorder"] for d in row)
     if method == "gaqat":
         assert metrics["method"]["gaqat"]["freeze_threshold"] == 0.5 and metrics["method"]["gaqat"]["window"] == 2
@@ -55,7 +56,7 @@ def test_checkpoint_reloads_to_the_selected_test_accuracy(tiny_config):
     model, loaded_config, classes = load_checkpoint(Path(config.output_dir) / "checkpoint")
     assert loaded_config == config and classes == ["class0", "class1"]
     splits, _ = load_splits(config)
-    from gaqat_wrap.data import PixelTransform
+    from gaqat_recipes.data import PixelTransform
 
     transform = PixelTransform(size=16, mean=(0.5,), std=(0.5,), channels=1)
     with torch.no_grad():
@@ -78,3 +79,29 @@ def test_command_line_runs_the_recipe_and_reports_the_tracker_it_cannot_use(tiny
     except ImportError:
         assert "tracker 'tensorboard' is not installed" in printed
     assert not (Path(config.output_dir) / "learning_curves.png").exists()
+
+
+def test_without_a_progress_bar_every_evaluation_prints_a_log_line(tiny_config, capsys):
+    train_dg(tiny_config(method="qat", steps=4, eval_every=2, progress=False, plots=False, save_checkpoint=False))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[qat test=c seed=0]")]
+    assert [line.split()[4] for line in lines] == ["2/4", "4/4"]
+    assert all(" loss " in line and " val " in line and " test " in line and line.endswith("s)") for line in lines)
+
+
+def test_oscillation_methods_report_their_freezer_and_delayed_quantization_starts_late(tiny_config):
+    metrics = train_dg(tiny_config(method="osc-damp-qat"))
+    assert metrics["oscillation"]["steps"] == 4 and 0.0 <= metrics["oscillation"]["frozen_share"] <= 1.0
+    assert metrics["quantized_after_step"] is None
+    delayed = train_dg(tiny_config(method="qat-delayed", steps=10, eval_every=5))
+    assert delayed["quantized_after_step"] == 3 and delayed["oscillation"] is None   # 30% of 10 steps in FP
+    early = train_dg(tiny_config(method="qat-delayed", steps=10, eval_every=1, patience=1, lr=1e-9))
+    assert early["quantized_after_step"] == 3 and early["selected"]["step"] > 3  # the FP model is never selected
+    assert early["stopped_step"] >= 5  # patience counts quantized evaluations only
+
+
+def test_patience_stops_once_validation_stops_rising(tiny_config):
+    metrics = train_dg(tiny_config(method="qat", steps=40, eval_every=1, patience=2, lr=1e-9))   # nothing to learn
+    steps = [h["step"] for h in metrics["history"]]
+    best = metrics["selected"]["step"]
+    assert metrics["stopped_step"] == steps[-1] < 40
+    assert steps[-1] - best == 2 and all(h["val_acc"] <= metrics["selected"]["val_acc"] for h in metrics["history"])

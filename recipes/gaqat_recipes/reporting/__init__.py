@@ -1,0 +1,27 @@
+"""Plots and tables of training runs and sweeps.
+
+Examples:
+    >>> from gaqat_recipes.reporting import markdown_table
+    >>> print(markdown_table([{"label": "fp", "domains": {"75": (0.8, 0.0)}, "average": (0.8, 0.0), "runs": 1}]))
+    | method | test 75 | runs |
+    |---|---|---|
+    | fp | 80.0 ± 0.0 | 1 |
+"""
+
+from gaqat_recipes.reporting.paired import paired_comparisons, paired_difference, paired_markdown, verdict
+from gaqat_recipes.reporting.plots import plot_ablation, plot_freeze_heatmap, plot_heldout_bars, plot_learning_curves, plot_run
+from gaqat_recipes.reporting.tables import markdown_table, summarize_runs
+
+__all__ = [
+    "markdown_table",
+    "paired_comparisons",
+    "paired_difference",
+    "paired_markdown",
+    "plot_ablation",
+    "plot_freeze_heatmap",
+    "plot_heldout_bars",
+    "plot_learning_curves",
+    "plot_run",
+    "summarize_runs",
+    "verdict",
+]

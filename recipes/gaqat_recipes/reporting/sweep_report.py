@@ -1,0 +1,103 @@
+"""The report of a sweep folder: ``results.md`` (tables), ``results.json`` and ``heldout_accuracy.png`` from its runs.
+
+A sweep folder's report is always rebuilt from every finished run on disk (``runs/**/metrics.json``), under
+the folder's lock and with atomic writes (:mod:`gaqat_recipes.reporting.files`), so two sweeps writing into
+one folder end with one report that has both sweeps' runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
+from gaqat_recipes.reporting.paired import SIGNIFICANCE_SE, paired_comparisons, paired_markdown
+from gaqat_recipes.reporting.plots import plot_heldout_bars
+from gaqat_recipes.reporting.tables import VAL_NOTE, markdown_table, summarize_runs
+
+METRICS_GLOB = "runs/**/metrics.json"
+"""Where a sweep folder keeps its finished runs (one ``metrics.json`` each)."""
+
+
+def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every finished run (``runs/**/metrics.json``) under the sweep folders ``roots``, in path order.
+
+    Lets one report cover sweeps that were run separately (e.g. one folder per held-out domain):
+    ``write_sweep_report(load_sweep_runs(["sweep_0", "sweep_75"]), "combined")``.
+
+    Examples:
+        >>> import tempfile
+        >>> load_sweep_runs([tempfile.mkdtemp()])
+        []
+        >>> load_sweep_runs(["/no/such/sweep"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: sweep folder /no/such/sweep does not exist...
+    """
+    runs = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"sweep folder {root} does not exist; pass folders written by run_sweep / sweep_dg.py")
+        runs += [json.loads(path.read_text()) for path in sorted(root.glob(METRICS_GLOB))]
+    return runs
+
+
+def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "") -> dict[str, Path]:
+    """Write ``results.md`` (mean ± std table), ``results.json`` (summary + every run) and ``heldout_accuracy.png``.
+
+    When the runs include ``gaqat`` and a baseline that shares a (held-out domain, seed), ``results.md``
+    also gets the paired "GAQAT minus each baseline" table (:func:`~gaqat_recipes.reporting.paired_comparisons`),
+    stored under ``"paired"`` in ``results.json``. The files are written atomically under ``root``'s lock.
+
+    Examples:
+        >>> import tempfile
+        >>> runs = [{"config": {"method": m, "bits": 4, "test_domain": "75", "seed": 0},
+        ...          "selected": {"test_acc": a, "val_acc": 0.9, "step": 10}, "wall_time_s": 1.0}
+        ...         for m, a in (("fp", 0.8), ("gaqat", 0.7))]
+        >>> sorted(p.name for p in write_sweep_report(runs, tempfile.mkdtemp()).values())
+        ['heldout_accuracy.png', 'results.json', 'results.md']
+    """
+    with folder_lock(root):
+        return _write_report(runs, Path(root), title)
+
+
+def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str) -> dict[str, Path]:
+    rows = summarize_runs(runs)
+    table = markdown_table(rows)
+    paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "heldout_accuracy.png"}
+    heading = title or "Held-out domain accuracy (%), mean ± std over seeds, checkpoint selected by training-domain validation"
+    text = f"{heading}\n\n{table}\n"
+    if len({str(run["config"]["test_domain"]) for run in runs}) > 1:
+        text += f"\n{VAL_NOTE}\n"
+    paired = paired_comparisons(runs)
+    if paired:
+        text += (f"\nPaired differences (points): GAQAT minus each baseline over runs with the same held-out domain "
+                 f"and seed, mean ± standard error; the verdict uses validation only (> {SIGNIFICANCE_SE:g} SE)\n\n"
+                 f"{paired_markdown(paired)}\n")
+    compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s") if key in run}
+                    for run in runs]
+    write_text_atomic(paths["table"], text)
+    write_text_atomic(paths["json"], json.dumps({"summary": rows, "paired": paired, "runs": compact_runs}, indent=2))
+    plot_heldout_bars(rows, paths["plot"])
+    return paths
+
+
+def rebuild_sweep_report(root: str | Path) -> dict[str, Path]:
+    """Rebuild ``root``'s report from every finished run in it, holding its lock while reading and writing.
+
+    Examples:
+        >>> import tempfile
+        >>> rebuild_sweep_report(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no finished runs (runs/**/metrics.json) under ...
+    """
+    root = Path(root)
+    with folder_lock(root):
+        runs = load_sweep_runs([root])
+        if not runs:
+            raise FileNotFoundError(f"no finished runs ({METRICS_GLOB}) under {root}")
+        return _write_report(runs, root, "")

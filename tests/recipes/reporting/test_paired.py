@@ -1,0 +1,66 @@
+"""Paired comparisons pair GAQAT with each baseline by (held-out domain, seed) and bit width, and land in sweep reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gaqat_recipes import write_sweep_report
+from gaqat_recipes.reporting import paired_comparisons, paired_markdown
+
+
+def _run(method: str, bits: int, domain: str, seed: int, test: float, val: float = 0.9) -> dict:
+    return {"config": {"method": method, "bits": bits, "test_domain": domain, "seed": seed},
+            "selected": {"test_acc": test, "val_acc": val, "step": 10}, "wall_time_s": 1.0}
+
+
+def _grid() -> list[dict]:
+    runs = []
+    for domain, seed, gaqat4, qat4, gaqat3, qat3, fp in (("0", 0, 0.70, 0.66, 0.60, 0.61, 0.75),
+                                                           ("0", 1, 0.72, 0.69, 0.62, 0.60, 0.74),
+                                                           ("75", 0, 0.68, 0.67, 0.58, 0.55, 0.73)):
+        runs += [_run("gaqat", 4, domain, seed, gaqat4), _run("qat", 4, domain, seed, qat4),
+                 _run("gaqat", 3, domain, seed, gaqat3), _run("qat", 3, domain, seed, qat3),
+                 _run("fp", 4, domain, seed, fp)]
+    return runs
+
+
+def test_quantized_baselines_pair_at_the_same_bits_and_fp_at_every_bits():
+    rows = {row["comparison"]: row for row in paired_comparisons(_grid())}
+    assert list(rows) == ["GAQAT W4A4 − FP (ERM)", "GAQAT W4A4 − LSQ W4A4", "GAQAT W3A3 − FP (ERM)",
+                          "GAQAT W3A3 − LSQ W3A3"]
+    diffs = [0.70 - 0.66, 0.72 - 0.69, 0.68 - 0.67]  # computed by hand, pair by pair
+    mean, se, pairs = rows["GAQAT W4A4 − LSQ W4A4"]["test"]
+    assert pairs == 3 and mean == pytest.approx(sum(diffs) / 3)
+    spread = math.sqrt(sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2)
+    assert se == pytest.approx(spread / math.sqrt(3))
+    assert rows["GAQAT W3A3 − FP (ERM)"]["test"][0] == pytest.approx((0.60 - 0.75 + 0.62 - 0.74 + 0.58 - 0.73) / 3)
+
+
+def test_runs_without_a_partner_are_left_out():
+    runs = [*_grid(), _run("gaqat", 4, "15", 0, 0.99)]  # no LSQ run on 15°
+    row = next(r for r in paired_comparisons(runs) if r["comparison"] == "GAQAT W4A4 − LSQ W4A4")
+    assert row["test"][2] == 3
+    assert paired_comparisons([_run("qat", 4, "0", 0, 0.5)]) == []  # no GAQAT: nothing to compare
+    assert paired_comparisons([_run("gaqat", 4, "0", 0, 0.5), _run("qat", 4, "0", 1, 0.5)]) == []  # other seed
+
+
+def test_the_verdict_comes_from_validation_not_from_the_held_out_domain():
+    runs = []
+    for seed in range(3):  # GAQAT much better held-out, slightly and consistently worse on validation
+        runs += [_run("gaqat", 4, "0", seed, 0.9, val=0.80 - 0.001 * seed), _run("sam-qat", 4, "0", seed, 0.5, val=0.81)]
+    (row,) = paired_comparisons(runs)
+    assert row["test"][0] > 0.3 and row["verdict"] == "worse"
+    assert "| GAQAT W4A4 − LSQ + SAM W4A4 | +40.0 ± 0.0 | -1.1 ± 0.1 | worse | 3 |" in paired_markdown([row])
+
+
+def test_sweep_report_adds_the_paired_table_only_when_gaqat_and_a_baseline_share_runs(tmp_path):
+    write_sweep_report(_grid(), tmp_path / "with")
+    text = (tmp_path / "with" / "results.md").read_text()
+    assert "Paired differences" in text and "| GAQAT W3A3 − LSQ W3A3 |" in text
+    stored = json.loads((tmp_path / "with" / "results.json").read_text())["paired"]
+    assert [r["comparison"] for r in stored] == [r["comparison"] for r in paired_comparisons(_grid())]
+    write_sweep_report([r for r in _grid() if r["config"]["method"] != "gaqat"], tmp_path / "without")
+    assert "Paired" not in (tmp_path / "without" / "results.md").read_text()
