@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gaqat_wrap.extras import require
+
 if TYPE_CHECKING:
     import onnx
 
@@ -33,7 +35,7 @@ class OnnxGraph:
     """Mutable view of ``model.graph``; :meth:`build` returns the edited model with its nodes in topological order."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        import onnx
+        onnx = require("onnx", "onnx")
         from onnx import numpy_helper
 
         self.model = onnx.ModelProto()
@@ -174,7 +176,7 @@ class OnnxGraph:
 
     def build(self) -> onnx.ModelProto:
         """A new model with the edited nodes in topological order, only the initializers they read, no stale shapes."""
-        import onnx
+        onnx = require("onnx", "onnx")
 
         ordered = self.topological()
         model = onnx.ModelProto()

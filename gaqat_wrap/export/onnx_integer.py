@@ -62,6 +62,7 @@ from gaqat_wrap.export.onnx_trace import PLACEHOLDER_DOMAIN, placeholder_layer, 
 from gaqat_wrap.export.packing import pack_int4
 from gaqat_wrap.export.range_calibration import observe_ranges
 from gaqat_wrap.export.runtime_graph import kernels_reading, node_type_counts, optimized_model
+from gaqat_wrap.extras import require
 
 if TYPE_CHECKING:
     import onnx
@@ -635,7 +636,7 @@ def export_onnx_integer(
         >>> report.integer, report.node_types["BatchNormalization"]
         (True, 0)
     """
-    import onnx
+    onnx = require("onnx", "onnx")
 
     if weight_storage not in ("auto", "int8", "uint8"):
         raise ValueError(f"weight_storage must be 'auto', 'int8' or 'uint8', got {weight_storage!r}")

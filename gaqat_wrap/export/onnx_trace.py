@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from gaqat_wrap.export.integer_layer import IntegerLayerSpec
 from gaqat_wrap.export.integer_model import exportable_layers, integer_tensors, to_integer_model
+from gaqat_wrap.extras import require
 from gaqat_wrap.quant.layers import QuantizedLayer
 
 if TYPE_CHECKING:  # onnx is an optional extra: imported when an export runs
@@ -72,7 +73,7 @@ def placeholder_layer(node: onnx.NodeProto) -> str:
 
 def _register_placeholder_schemas() -> None:
     """Declare the two placeholder ops so the exporter can build nodes for them (idempotent)."""
-    import onnx
+    onnx = require("onnx", "onnx")
     from onnx.defs import OpSchema
 
     floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
@@ -94,7 +95,7 @@ def _register_placeholder_schemas() -> None:
 
 
 def _translation_table() -> dict:
-    import onnxscript
+    onnxscript = require("onnxscript", "onnx")
 
     _register_placeholder_schemas()
     opset = onnxscript.values.Opset(PLACEHOLDER_DOMAIN, 1)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from gaqat_wrap.extras import require
+
 if TYPE_CHECKING:
     import onnx
 
@@ -34,8 +36,8 @@ def observe_ranges(model: onnx.ModelProto, tensors: list[str], batches: Iterable
 
     Raises ``ValueError`` when ``batches`` is empty.
     """
-    import onnx
-    import onnxruntime
+    onnx = require("onnx", "onnx")
+    onnxruntime = require("onnxruntime", "onnx")
 
     if not tensors:
         return {}

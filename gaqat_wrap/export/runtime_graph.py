@@ -33,6 +33,8 @@ import tempfile
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from gaqat_wrap.extras import require
+
 if TYPE_CHECKING:
     import onnx
 
@@ -43,8 +45,8 @@ def optimized_model(path: str | os.PathLike, *, threads: int = 1, sess_options: 
     ``sess_options`` (an ``onnxruntime.SessionOptions``) is used as given,
     except that its ``optimized_model_filepath`` is pointed at a temporary file.
     """
-    import onnx
-    import onnxruntime
+    onnx = require("onnx", "onnx")
+    onnxruntime = require("onnxruntime", "onnx")
 
     options = sess_options or onnxruntime.SessionOptions()
     if sess_options is None:
