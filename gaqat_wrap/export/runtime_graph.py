@@ -44,6 +44,17 @@ def optimized_model(path: str | os.PathLike, *, threads: int = 1, sess_options: 
 
     ``sess_options`` (an ``onnxruntime.SessionOptions``) is used as given,
     except that its ``optimized_model_filepath`` is pointed at a temporary file.
+
+    Examples:
+        >>> import tempfile, onnx
+        >>> from onnx import helper, TensorProto
+        >>> x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [2]) for name in ("x", "y"))
+        >>> nodes = [helper.make_node("Identity", ["x"], ["t"]), helper.make_node("Relu", ["t"], ["y"])]
+        >>> path = tempfile.mkdtemp() + "/m.onnx"
+        >>> model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 21)])
+        >>> onnx.save(model, path)
+        >>> [node.op_type for node in optimized_model(path).graph.node]  # onnxruntime removed the Identity
+        ['Relu']
     """
     onnx = require("onnx", "onnx")
     onnxruntime = require("onnxruntime", "onnx")
@@ -59,7 +70,15 @@ def optimized_model(path: str | os.PathLike, *, threads: int = 1, sess_options: 
 
 
 def node_type_counts(model: onnx.ModelProto) -> Counter:
-    """How many nodes of each op type the graph has."""
+    """How many nodes of each op type the graph has.
+
+    Examples:
+        >>> from onnx import helper
+        >>> nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+        ...          helper.make_node("Sigmoid", ["b"], ["y"])]
+        >>> node_type_counts(helper.make_model(helper.make_graph(nodes, "g", [], [])))
+        Counter({'Relu': 2, 'Sigmoid': 1})
+    """
     return Counter(node.op_type for node in model.graph.node)
 
 
