@@ -19,7 +19,10 @@ intra-op threads, at batch 1 and 32:
 Weights are random: latency does not depend on their values. Timing is
 interleaved (each round runs every row of a model/threads/batch setting once
 in turn, after a warm-up) and the median over rounds is reported, with the
-interquartile range and ``/proc/loadavg`` before and after. Also recorded: file
+interquartile range and ``/proc/loadavg`` before and after, on two clocks:
+wall time, and the CPU time of the calling thread, which with one intra-op
+thread is the latency without the waits for a core (the figure to read on a
+shared, overloaded machine; see :func:`time_rows`). Also recorded: file
 sizes and the node types onnxruntime runs after its graph optimisation
 (``SessionOptions.optimized_model_filepath``, 1 thread).
 
@@ -39,8 +42,10 @@ integer kernels) for W4A4, ``weight_storage="int8"`` (int8 weights everywhere,
 which u8 x s8 kernels can saturate on x86 CPUs without VNNI) for W8A8.
 
 Usage:
-    python bench/bench_onnx_latency.py [--parts latency agreement] [--models ...] [--rounds-batch1 40]
-        [--rounds-batch32 12] [--output bench/results/onnx_latency.json]
+    python bench/bench_onnx_latency.py [--parts latency agreement] [--models ...] [--threads 1 2]
+        [--rows fp32 ours_int8 ...] [--rounds-batch1 40] [--rounds-batch32 12] [--fp-epochs 4] [--qat-epochs 3]
+        [--output bench/results/onnx_latency.json]
+    python bench/bench_onnx_latency.py --tables   # the markdown tables of docs/deploy.md, from the JSON
 
 Writes bench/results/onnx_latency.json.
 """
@@ -57,6 +62,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +82,16 @@ STEM_AND_HEAD = {  # first layer and classifier of each model: 8 bits in the W4A
     "vit_tiny_patch16_224": ("patch_embed.proj", "head"),
 }
 IMAGE = 224
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What to time: onnxruntime intra-op thread counts, rounds at batch 1 and 32, and which rows."""
+
+    threads: tuple[int, ...] = (1, 2)
+    rounds_batch1: int = 40
+    rounds_batch32: int = 12
+    rows: tuple[str, ...] = ROWS
 
 
 def load_average() -> str:
@@ -151,54 +167,66 @@ def session(path: Path, threads: int):
 
 def time_rows(paths: dict[str, Path], threads: int, batch: int, rounds: int,
               sample_shape: tuple[int, ...] = (3, IMAGE, IMAGE)) -> dict[str, dict]:
-    """Median milliseconds per run of each row, interleaved round by round."""
+    """Median milliseconds per run of each row, interleaved round by round.
+
+    Two clocks: wall time (``median_ms``) and the CPU time of the calling
+    thread (``cpu_median_ms``). With one intra-op thread onnxruntime computes
+    in the calling thread, so its CPU time is the latency without the time
+    spent waiting for a core: on a shared, overloaded machine the wall time
+    mostly measures the other processes, the CPU time still measures the
+    kernels. With two threads only the wall time is a latency.
+    """
     sessions = {row: session(path, threads) for row, path in paths.items()}
     x = {"input": np.random.default_rng(0).standard_normal((batch, *sample_shape)).astype(np.float32)}
     for s in sessions.values():  # warm-up
-        s.run(None, x)
-        s.run(None, x)
-    times: dict[str, list[float]] = {row: [] for row in sessions}
+        for _ in range(2 if batch == 1 else 1):
+            s.run(None, x)
+    wall: dict[str, list[float]] = {row: [] for row in sessions}
+    cpu: dict[str, list[float]] = {row: [] for row in sessions}
     for index in range(rounds):
         order = list(sessions) if index % 2 == 0 else list(reversed(sessions))
         for row in order:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             sessions[row].run(None, x)
-            times[row].append(1000 * (time.perf_counter() - start))
+            cpu[row].append(1000 * (time.thread_time() - start_cpu))
+            wall[row].append(1000 * (time.perf_counter() - start))
     return {row: {"median_ms": statistics.median(t), "q1_ms": float(np.percentile(t, 25)), "q3_ms": float(np.percentile(t, 75)),
-                  "runs": len(t)} for row, t in times.items()}
+                  "cpu_median_ms": statistics.median(cpu[row]), "cpu_q1_ms": float(np.percentile(cpu[row], 25)),
+                  "cpu_q3_ms": float(np.percentile(cpu[row], 75)), "runs": len(t)} for row, t in wall.items()}
 
 
-def latency_part(models: list[str], rounds_batch1: int, rounds_batch32: int, folder: Path) -> dict:
+def latency_part(models: list[str], timing: Timing, folder: Path) -> dict:
     results = {}
     for name in models:
         print(f"== {name}: exporting", flush=True)
         batches = random_batches(4, 8, seed=1)
-        paths = {row: folder / f"{name}_{row}.onnx" for row in ROWS}
+        paths = {row: folder / f"{name}_{row}.onnx" for row in timing.rows}
         start = time.perf_counter()
         export_fp32(build(name), paths["fp32"])
-        exports = {"ours_int8": export_ours(name, 8, paths["ours_int8"], batches),
-                   "ours_int8_s8": export_ours(name, 8, paths["ours_int8_s8"], batches, weight_storage="int8"),
-                   "ours_int4": export_ours(name, 4, paths["ours_int4"], batches)}
+        ours = {"ours_int8": (8, "auto"), "ours_int8_s8": (8, "int8"), "ours_int4": (4, "auto")}
+        exports = {row: export_ours(name, ours[row][0], paths[row], batches, weight_storage=ours[row][1])
+                   for row in timing.rows if row in ours}
         export_ort_static(paths["fp32"], paths["ort_static_int8"], batches)
         entry = {"export_seconds": time.perf_counter() - start, "exports": exports,
-                 **timed(paths, rounds_batch1, rounds_batch32, (3, IMAGE, IMAGE))}
+                 **timed(paths, timing, (3, IMAGE, IMAGE))}
         results[name] = entry
     return results
 
 
-def timed(paths: dict[str, Path], rounds_batch1: int, rounds_batch32: int, sample_shape: tuple[int, ...]) -> dict:
-    """File sizes, node types after optimisation and latency (1/2 threads x batch 1/32) of the ONNX files."""
+def timed(paths: dict[str, Path], timing: Timing, sample_shape: tuple[int, ...]) -> dict:
+    """File sizes, node types after optimisation and latency (threads x batch 1/32) of the ONNX files."""
     entry = {"file_mib": {row: p.stat().st_size / 2**20 for row, p in paths.items()},
              "node_types_after_optimisation": {row: dict(node_type_counts(optimized_model(p))) for row, p in paths.items()},
              "latency": {}}
-    for threads in (1, 2):
-        for batch, rounds in ((1, rounds_batch1), (32, rounds_batch32)):
+    for threads in timing.threads:
+        for batch, rounds in ((1, timing.rounds_batch1), (32, timing.rounds_batch32)):
             key = f"threads{threads}_batch{batch}"
             before = load_average()
             entry["latency"][key] = {"rows": time_rows(paths, threads, batch, rounds, sample_shape), "loadavg_before": before,
                                      "loadavg_after": load_average()}
             rows = entry["latency"][key]["rows"]
-            print(f"   {key}: " + ", ".join(f"{row} {rows[row]['median_ms']:.3f} ms" for row in paths), flush=True)
+            print(f"   {key}: " + ", ".join(f"{row} {rows[row]['median_ms']:.3f} ms (cpu {rows[row]['cpu_median_ms']:.3f})"
+                                          for row in paths), flush=True)
     return entry
 
 
@@ -271,7 +299,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: f
     model.eval()
 
 
-def agreement_part(folder: Path, fp_epochs: int, qat_epochs: int) -> dict:
+def agreement_part(folder: Path, fp_epochs: int, qat_epochs: int, timing: Timing) -> dict:
     import copy
 
     import onnxruntime
@@ -326,7 +354,8 @@ def agreement_part(folder: Path, fp_epochs: int, qat_epochs: int) -> dict:
                 row = {"w8a8": "ours_int8", "w8a8_int8_weights": "ours_int8_s8", "w4a4": "ours_int4"}.get(key)
                 if row:
                     paths[row] = path
-        entry["speed"] = timed({row: paths[row] for row in ROWS}, 200, 60, (1, 28, 28))
+        small_models = Timing(timing.threads, 200, 60, timing.rows)
+        entry["speed"] = timed({row: paths[row] for row in timing.rows}, small_models, (1, 28, 28))
         results[model_name] = entry
     return results
 
@@ -336,19 +365,25 @@ ROW_NAMES = {"fp32": "FP32", "ours_int8": "ours int8 (W8A8)", "ours_int8_s8": "o
              "ours_int4": "ours int4 (W4A4)", "ort_static_int8": "onnxruntime `quantize_static` int8"}
 
 
-def latency_table(latency: dict) -> str:
-    """Markdown: one row per model and export, ms (median) per setting and speed-up over FP32 / the anchor."""
-    settings = ["threads1_batch1", "threads1_batch32", "threads2_batch1", "threads2_batch32"]
+def latency_table(latency: dict, clock: str = "cpu") -> str:
+    """Markdown: one row per model and export; per setting the median ms, speed-up over FP32, ratio to the anchor.
+
+    ``clock="cpu"`` reads the calling thread's CPU time (1-thread settings
+    only), ``"wall"`` the wall time (every setting).
+    """
+    metric = "cpu_median_ms" if clock == "cpu" else "median_ms"
+    settings = sorted({s for entry in latency.values() for s in entry["latency"]
+                       if clock == "wall" or s.startswith("threads1_")}, key=lambda s: (len(s), s))
     lines = ["| model | export | MiB | " + " | ".join(s.replace("threads", "").replace("_batch", " thr, batch ")
                                                   for s in settings) + " |",
              "|---|---|---|" + "---|" * len(settings)]
     for name, entry in latency.items():
-        for row in ROWS:
+        for row in entry["file_mib"]:
             cells = []
             for setting in settings:
                 rows = entry["latency"][setting]["rows"]
-                ms, fp32, anchor = rows[row]["median_ms"], rows["fp32"]["median_ms"], rows["ort_static_int8"]["median_ms"]
-                cells.append(f"{ms:.1f} ms" if row == "fp32" else f"{ms:.1f} ms ({fp32 / ms:.2f}×, {ms / anchor:.2f} a)")
+                ms, fp32, anchor = rows[row][metric], rows["fp32"][metric], rows["ort_static_int8"][metric]
+                cells.append(f"{ms:.1f}" if row == "fp32" else f"{ms:.1f} ({fp32 / ms:.2f}×, {ms / anchor:.2f} a)")
             lines.append(f"| {name} | {ROW_NAMES[row]} | {entry['file_mib'][row]:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -370,6 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="+", default=["latency", "agreement"], choices=["latency", "agreement"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="onnxruntime intra-op thread counts")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS,
+                        help="exports to time (fp32 and ort_static_int8 are always timed: the table divides by them)")
     parser.add_argument("--rounds-batch1", type=int, default=40)
     parser.add_argument("--rounds-batch32", type=int, default=12)
     parser.add_argument("--fp-epochs", type=int, default=4)
@@ -379,25 +417,33 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.tables:
         result = json.loads(args.output.read_text())
-        print(latency_table(result.get("latency", {})), "\n")
-        print(agreement_table(result.get("agreement", {})), "\n")
-        print(latency_table({name: entry["speed"] for name, entry in result.get("agreement", {}).items() if "speed" in entry}))
+        speed = {name: entry["speed"] for name, entry in result.get("agreement", {}).items() if "speed" in entry}
+        for title, table in (("latency, CPU time", latency_table(result.get("latency", {}), "cpu")),
+                             ("latency, wall time", latency_table(result.get("latency", {}), "wall")),
+                             ("agreement", agreement_table(result.get("agreement", {}))),
+                             ("trained models, CPU time", latency_table(speed, "cpu")),
+                             ("trained models, wall time", latency_table(speed, "wall"))):
+            print(f"<!-- {title} -->\n{table}\n")
         return
     import onnx
     import onnxruntime
 
+    rows = tuple(row for row in ROWS if row in {*args.rows, "fp32", "ort_static_int8"})
+    timing = Timing(tuple(args.threads), args.rounds_batch1, args.rounds_batch32, rows)
     previous = json.loads(args.output.read_text()) if args.output.exists() else {}
     result = {**previous, "environment": {
         "python": sys.version.split()[0], "torch": torch.__version__, "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__, "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "n/a") if Path("/proc/cpuinfo").exists() else "n/a"}}
+                     if line.startswith("model name")), "n/a") if Path("/proc/cpuinfo").exists() else "n/a"},
+        "command": "python bench/bench_onnx_latency.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     with tempfile.TemporaryDirectory() as folder:
         if "latency" in args.parts:
-            result["latency"] = {**previous.get("latency", {}),
-                                 **latency_part(args.models, args.rounds_batch1, args.rounds_batch32, Path(folder))}
+            result["latency"] = {**previous.get("latency", {}), **latency_part(args.models, timing, Path(folder))}
+            result["latency_command"] = result["command"]
         if "agreement" in args.parts:
-            result["agreement"] = agreement_part(Path(folder), args.fp_epochs, args.qat_epochs)
+            result["agreement"] = agreement_part(Path(folder), args.fp_epochs, args.qat_epochs, timing)
+            result["agreement_command"] = result["command"]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
