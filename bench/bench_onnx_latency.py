@@ -429,6 +429,19 @@ def latency_table(latency: dict, clock: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+KERNEL_TYPES = ("QLinearConv", "QLinearAdd", "QGemm", "MatMulIntegerToFloat", "MatMulNBits", "Conv", "FusedConv", "MatMul",
+                "FusedMatMul", "Gemm", "QuantizeLinear", "DequantizeLinear")
+
+
+def node_types_table(latency: dict) -> str:
+    """Markdown: how many nodes of the integer kernels and of their float counterparts onnxruntime runs, per export."""
+    lines = ["| model | export | " + " | ".join(f"`{t}`" for t in KERNEL_TYPES) + " |", "|---|---|" + "---|" * len(KERNEL_TYPES)]
+    for name, entry in latency.items():
+        for row, counts in entry["node_types_after_optimisation"].items():
+            lines.append(f"| {name} | {ROW_NAMES[row]} | " + " | ".join(str(counts.get(t, 0)) for t in KERNEL_TYPES) + " |")
+    return "\n".join(lines)
+
+
 def agreement_table(agreement: dict) -> str:
     lines = ["| model | export | fake-quant accuracy | onnxruntime accuracy | top-1 agreement | max \\|Δlogit\\| "
              "| folded BN (clamped weights) | calibrated tensors |", "|---|---|---|---|---|---|---|---|"]
@@ -461,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
         speed = {name: entry["speed"] for name, entry in result.get("agreement", {}).items() if "speed" in entry}
         for title, table in (("latency, CPU time", latency_table(result.get("latency", {}), "cpu")),
                              ("latency, wall time", latency_table(result.get("latency", {}), "wall")),
+                             ("node types after optimisation", node_types_table(result.get("latency", {}))),
                              ("agreement", agreement_table(result.get("agreement", {}))),
                              ("trained models, CPU time", latency_table(speed, "cpu")),
                              ("trained models, wall time", latency_table(speed, "wall"))):
