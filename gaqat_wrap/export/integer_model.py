@@ -56,12 +56,14 @@ def _refuse_quantized_attention(modules: dict[str, nn.Module]) -> None:
     """Quantized ``nn.MultiheadAttention`` has no integer export: say which layers and how to quantize without them."""
     attention = [name for name, m in modules.items() if isinstance(m, QuantizedAttention)]
     if attention:
+        last = {name.rpartition(".")[2] for name in attention}
+        exclude = [f"*.{last.pop()}"] if len(attention) > 1 and len(last) == 1 and all("." in n for n in attention) \
+            else attention
         raise TypeError(
             f"cannot export quantized nn.MultiheadAttention layers ({_shown(attention)}): export handles quantized "
             "Linear/Conv layers, and the attention's in-projection runs inside F.multi_head_attention_forward, which "
-            f"has no integer export. Quantize the model with quantize_model(model, bits=..., exclude={attention[:5]!r}) "
-            "(a glob such as '*.self_attn' works too) to keep these attention layers and their out_proj in full "
-            "precision, train or calibrate it, and export that")
+            f"has no integer export. Quantize the model with quantize_model(model, bits=..., exclude={exclude!r}) "
+            "to keep these attention layers and their out_proj in full precision, train or calibrate it, and export that")
 
 
 def exportable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
