@@ -14,7 +14,7 @@ Examples:
 
 from typing import Any
 
-from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model
+from gaqat_wrap.export import export_integer_model, export_onnx_integer, export_onnx_qdq, load_integer_model
 from gaqat_wrap.optim import (
     FirstPassDone,
     GAQATConfig,
@@ -56,6 +56,7 @@ __all__ = [
     "__version__",
     "calibrate",
     "export_integer_model",
+    "export_onnx_integer",
     "export_onnx_qdq",
     "format_report",
     "load_integer_model",

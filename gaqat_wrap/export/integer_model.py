@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from gaqat_wrap.export.integer_layer import IntegerLayer, IntegerLayerSpec, class_path, make_integer_layer
+from gaqat_wrap.quant.attention import QuantizedAttention
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import SCALE_EPS
 from gaqat_wrap.quant.quantizer import LSQQuantizer
@@ -46,12 +47,32 @@ def _foreign_reason(name: str, module: nn.Module, modules: dict[str, nn.Module])
     return None
 
 
+def _shown(names: list[str]) -> str:
+    """The first five names, and how many more."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _refuse_quantized_attention(modules: dict[str, nn.Module]) -> None:
+    """Quantized ``nn.MultiheadAttention`` has no integer export: say which layers and how to quantize without them."""
+    attention = [name for name, m in modules.items() if isinstance(m, QuantizedAttention)]
+    if attention:
+        last = {name.rpartition(".")[2] for name in attention}
+        exclude = [f"*.{last.pop()}"] if len(attention) > 1 and len(last) == 1 and all("." in n for n in attention) \
+            else attention
+        raise TypeError(
+            f"cannot export quantized nn.MultiheadAttention layers ({_shown(attention)}): export handles quantized "
+            "Linear/Conv layers, and the attention's in-projection runs inside F.multi_head_attention_forward, which "
+            f"has no integer export. Quantize the model with quantize_model(model, bits=..., exclude={exclude!r}) "
+            "to keep these attention layers and their out_proj in full precision, train or calibrate it, and export that")
+
+
 def exportable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The quantized (or already integer) layers of ``model``, after checking it can be exported.
 
     Raises ``TypeError`` naming unsupported quantized layer types (another
     library's fake quantization, a stray LSQQuantizer, a non per-channel
-    weight quantizer) and ``ValueError`` for a model that was never quantized
+    weight quantizer, a quantized ``nn.MultiheadAttention``, with the
+    ``exclude`` that avoids it) and ``ValueError`` for a model that was never quantized
     or whose step sizes were never initialised.
 
     Examples:
@@ -63,6 +84,7 @@ def exportable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     modules = dict(model.named_modules())
+    _refuse_quantized_attention(modules)
     foreign = [r for name, m in modules.items() if (r := _foreign_reason(name, m, modules)) is not None]
     layers = [(name, m) for name, m in modules.items() if isinstance(m, QuantizedLayer | IntegerLayer)]
     for name, m in layers:
@@ -71,8 +93,7 @@ def exportable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if granularity != "per-output-channel" or m.weight_quantizer.scale.dim() != 1:
                 foreign.append(f"{name} ({class_path(m._gaqat_original_class)} with {granularity} weight scales)")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise TypeError(f"cannot export unsupported quantized layer types: {shown}. Export handles Linear/Conv layers "
+        raise TypeError(f"cannot export unsupported quantized layer types: {_shown(foreign)}. Export handles Linear/Conv layers "
                         "quantized by gaqat_wrap.quantize_model (per-output-channel weights, per-tensor inputs); "
                         "build the model without other quantization and call quantize_model instead")
     if not layers:
@@ -81,8 +102,7 @@ def exportable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     uncalibrated = [name for name, m in layers if isinstance(m, QuantizedLayer) and (
         not m.weight_quantizer.is_initialized or (m.input_quantizer is not None and not m.input_quantizer.is_initialized))]
     if uncalibrated:
-        shown = ", ".join(uncalibrated[:5]) + (f" and {len(uncalibrated) - 5} more" if len(uncalibrated) > 5 else "")
-        raise ValueError(f"step sizes of {len(uncalibrated)} layers were never initialised ({shown}): run "
+        raise ValueError(f"step sizes of {len(uncalibrated)} layers were never initialised ({_shown(uncalibrated)}): run "
                          "gaqat_wrap.calibrate(model, batches) or a forward pass on real data before exporting")
     return layers
 

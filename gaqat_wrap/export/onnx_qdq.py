@@ -36,16 +36,14 @@ import torch
 from torch import Tensor, nn
 
 from gaqat_wrap.export.integer_layer import IntegerLayerSpec
-from gaqat_wrap.export.integer_model import exportable_layers, integer_tensors, to_integer_model
+from gaqat_wrap.export.onnx_trace import PLACEHOLDER_DOMAIN, check_example_input, placeholder_layer, trace_with_placeholders
 from gaqat_wrap.export.packing import pack_int4
 from gaqat_wrap.extras import require
-from gaqat_wrap.quant.layers import QuantizedLayer
 
 if TYPE_CHECKING:  # onnx is an optional extra: imported when an export runs
     import onnx
 
 LowBit = Literal["int4", "int8"]
-PLACEHOLDER_DOMAIN = "ai.gaqat.export"
 MIN_OPSET = {"int8": 13, "int4": 21}
 """Smallest opset for each container choice (INT4/UINT4 QDQ types arrived in opset 21)."""
 
@@ -115,46 +113,6 @@ def onnx_container(bits: int, signed: bool, low_bit: LowBit) -> tuple[str, int]:
     """
     container = 4 if low_bit == "int4" and bits <= 4 else 8
     return _ONNX_TYPES[(container, signed)], container
-
-
-# -- placeholders: how the custom ops leave the torch exporter ------------------------------
-def _register_placeholder_schemas() -> None:
-    """Declare the two placeholder ops so the exporter can build nodes for them (idempotent)."""
-    onnx = require("onnx", "onnx")
-    from onnx.defs import OpSchema
-
-    floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
-    layer = OpSchema.Attribute("layer", OpSchema.AttrType.STRING, "name of the quantized layer")
-    if not onnx.defs.has("IntegerWeight", PLACEHOLDER_DOMAIN):
-        onnx.defs.register_schema(OpSchema(
-            "IntegerWeight", PLACEHOLDER_DOMAIN, 1,
-            inputs=[OpSchema.FormalParameter("weight_int", "I"), OpSchema.FormalParameter("scale", "F")],
-            outputs=[OpSchema.FormalParameter("weight", "F")],
-            type_constraints=[("I", ["tensor(int8)", "tensor(uint8)"], ""), ("F", floats, "")],
-            attributes=[layer]))
-    if not onnx.defs.has("InputQDQ", PLACEHOLDER_DOMAIN):
-        onnx.defs.register_schema(OpSchema(
-            "InputQDQ", PLACEHOLDER_DOMAIN, 1,
-            inputs=[OpSchema.FormalParameter("x", "F"), OpSchema.FormalParameter("scale", "F")],
-            outputs=[OpSchema.FormalParameter("y", "F")], type_constraints=[("F", floats, "")],
-            attributes=[OpSchema.Attribute("qn", OpSchema.AttrType.INT, ""), OpSchema.Attribute("qp", OpSchema.AttrType.INT, ""),
-                        layer]))
-
-
-def _translation_table() -> dict:
-    onnxscript = require("onnxscript", "onnx")
-
-    _register_placeholder_schemas()
-    opset = onnxscript.values.Opset(PLACEHOLDER_DOMAIN, 1)
-
-    def integer_weight(weight_int, scale, layer: str):
-        return opset.IntegerWeight(weight_int, scale, layer=layer)
-
-    def input_qdq(x, scale, qn: int, qp: int, layer: str):
-        return opset.InputQDQ(x, scale, qn=qn, qp=qp, layer=layer)
-
-    return {torch.ops.gaqat_export.dequantize_weight.default: integer_weight,
-            torch.ops.gaqat_export.quantize_dequantize_input.default: input_qdq}
 
 
 # -- the rewrite: placeholders -> standard QuantizeLinear / DequantizeLinear ----------------
@@ -238,7 +196,7 @@ class _Rewriter:
             if node.domain != PLACEHOLDER_DOMAIN:
                 new_nodes.append(node)
                 continue
-            layer = helper.get_attribute_value(next(a for a in node.attribute if a.name == "layer")).decode()
+            layer = placeholder_layer(node)
             new_nodes.extend(self.weight(node, layer) if node.op_type == "IntegerWeight" else self.input(node, layer))
         del graph.node[:]
         graph.node.extend(new_nodes)
@@ -251,22 +209,6 @@ class _Rewriter:
         del model.opset_import[:]
         model.opset_import.extend([helper.make_opsetid("", opset), *imports])
         return model
-
-
-class _Logits(nn.Module):
-    """Return the logits tensor of a model whose output may be a Hugging Face ModelOutput or a tuple."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        output = self.model(x)
-        if isinstance(output, Tensor):
-            return output
-        if hasattr(output, "logits"):
-            return output.logits
-        return output[0]
 
 
 def export_onnx_qdq(
@@ -307,24 +249,11 @@ def export_onnx_qdq(
     if opset < MIN_OPSET[low_bit]:
         hint = "; use low_bit='int8' for older opsets" if low_bit == "int4" else ""
         raise ValueError(f"low_bit={low_bit!r} needs opset >= {MIN_OPSET[low_bit]}, got {opset}{hint}")
-    if not isinstance(example_input, Tensor) or example_input.dtype != torch.float32:
-        raise TypeError("example_input must be a float32 torch.Tensor batch (export the model in float32)")
-    layers = exportable_layers(model)
-    integer = to_integer_model(model) if any(isinstance(m, QuantizedLayer) for _, m in layers) else model
-    specs, tensors = {}, {}
-    for name, layer in exportable_layers(integer):
-        spec, layer_tensors = integer_tensors(name, layer)
-        specs[name], tensors[name] = spec, layer_tensors
-
-    wrapper = _Logits(integer).eval()
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapper, (example_input,), dynamo=True, opset_version=opset, verbose=False,
-                                    input_names=["input"], output_names=["logits"], dynamic_shapes=dynamic_shapes,
-                                    custom_translation_table=_translation_table())
-    rewriter = _Rewriter(specs, tensors, low_bit)
-    proto = rewriter.rewrite(program.model_proto, opset)
+    check_example_input(example_input)
+    traced = trace_with_placeholders(model, example_input, opset=opset, dynamic_batch=dynamic_batch)
+    specs = traced.specs
+    rewriter = _Rewriter(specs, traced.tensors, low_bit)
+    proto = rewriter.rewrite(traced.model, opset)
     rows = [rewriter.report[(name, role)] for name in specs for role in ("weight", "input") if (name, role) in rewriter.report]
     report = OnnxExportReport(os.fspath(path), opset, low_bit, rows)
     if report.non_native:

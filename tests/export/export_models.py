@@ -61,3 +61,33 @@ def quantized(name: str, bits: int = 4, act_bits: int | None = None) -> nn.Modul
     model = quantize_model(BUILDERS[name](), bits=bits, act_bits=act_bits, weight_init="lsq", act_init="lsq")
     calibrate(model, [images(8, seed=2)])
     return model.eval()
+
+
+def with_batchnorm_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm trained-looking statistics and affine parameters, some gammas negative."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.2)
+            module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.randn(channels, generator=generator))
+            module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.2)
+    return model
+
+
+def conv_chain() -> nn.Module:
+    """16x16 inputs: FP stem, two quantized Conv-BN-ReLU(6) layers, MaxPool, Flatten, a quantized Linear, FP head.
+
+    Every quantized convolution's output is read by one quantized layer, so no tensor needs a calibrated grid.
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(), nn.MaxPool2d(2),
+                        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(16 * 4 * 4, 32), nn.Linear(32, 5))
+    return with_batchnorm_statistics(net)
+
+
+def small_images(n: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))

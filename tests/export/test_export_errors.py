@@ -8,12 +8,55 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gaqat_wrap import LSQQuantizer, quantize_model
-from gaqat_wrap.export import export_integer_model, export_onnx_qdq, load_integer_model, to_integer_model
+from gaqat_wrap.export import export_integer_model, export_onnx_integer, export_onnx_qdq, load_integer_model, to_integer_model
 
 
 def small() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+class WithAttention(nn.Module):
+    """A Linear, an ``nn.MultiheadAttention`` named like timm/torchvision blocks, a quantizable Linear, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.mid, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.self_attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = self.self_attention(h, h, h, need_weights=False)[0]
+        return self.head(self.mid(h).mean(1))
+
+
+EXPORTS = [
+    lambda m, p: export_integer_model(m, p / "m.safetensors"),
+    lambda m, p: export_onnx_qdq(m, p / "m.onnx", torch.randn(2, 5, 4)),
+    lambda m, p: export_onnx_integer(m, p / "m_int.onnx", torch.randn(2, 5, 4), [torch.randn(4, 5, 4)]),
+]
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=["safetensors", "onnx_qdq", "onnx_integer"])
+def test_quantized_attention_is_refused_with_the_exclude_that_avoids_it(export, tmp_path):
+    model = quantize_model(WithAttention(), bits=4)
+    model(torch.randn(4, 5, 4))
+    message = (r"quantized nn.MultiheadAttention layers \(self_attention\).*"
+               r"quantize_model\(model, bits=..., exclude=\['self_attention'\]\)")
+    with pytest.raises(TypeError, match=message):
+        export(model, tmp_path)
+
+
+def test_the_model_quantized_with_the_advised_exclude_exports(tmp_path):
+    model = quantize_model(WithAttention(), bits=4, exclude=["self_attention"])
+    x = torch.randn(4, 5, 4)
+    model(x)
+    export_integer_model(model, tmp_path / "m.safetensors")
+    with torch.no_grad():  # with autograd on, torch folds 3-D F.linear inputs differently for a weight that needs grad
+        assert torch.equal(load_integer_model(tmp_path / "m.safetensors", WithAttention())(x), model.eval()(x))
+    report = export_onnx_integer(model, tmp_path / "m_int.onnx", x, [x])
+    assert report.integer and [row.layer for row in report.layers] == ["mid"]
 
 
 @pytest.mark.parametrize("export", [
