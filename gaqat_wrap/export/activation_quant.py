@@ -19,7 +19,8 @@ A tensor without a learned step size gets an 8-bit grid calibrated from its
 observed range (asymmetric, zero included), as onnxruntime's ``quantize_static``
 does. When a layer with a learned grid also reads it (re-quantizing from the
 8-bit grid), the 8-bit step is the learned step divided by an odd integer, so
-the re-quantization is exact (:meth:`ActivationQuant.calibrated_for`).
+the re-quantization is exact except at exact rounding ties of the learned grid,
+where round-half-to-even may land one code away (:meth:`ActivationQuant.calibrated_for`).
 
 Examples:
     >>> grid = ActivationQuant.learned(bits=4, signed=True, scale=0.5, origin="fc")

@@ -68,5 +68,9 @@ def test_requantizing_from_a_grid_calibrated_for_a_learned_reader_is_exact(bits,
     assert round(reader.scale / grid.scale) % 2 == 1
     x = (low + (np.array(values, np.float32) + 1) / 2 * width).astype(np.float32)  # inside the calibrated range
     covered = (x >= dequantize(np.array(0), grid)) & (x <= dequantize(np.array(255), grid))
+    # An exact tie of the reader's grid (x = (m + 1/2) * step) is also a tie of the finer grid (odd divisor), where
+    # round-half-to-even may pick the other neighbour: one code apart, on a set of measure zero. Ties are left out.
+    ratio = x.astype(np.float32) / np.float32(reader.scale)
+    tie = ratio - np.floor(ratio) == np.float32(0.5)
     twice = quantize(dequantize(quantize(x, grid), grid), reader)
-    assert np.array_equal(twice[covered], quantize(x, reader)[covered])
+    assert np.array_equal(twice[covered & ~tie], quantize(x, reader)[covered & ~tie])
