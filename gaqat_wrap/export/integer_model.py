@@ -138,7 +138,7 @@ def integer_tensors(name: str, layer: nn.Module) -> tuple[IntegerLayerSpec, dict
     )
     tensors = {"weight_int": q.to(spec.weight_dtype), "weight_scale": scale}
     if iq is not None:
-        tensors["input_scale"] = iq.scale.detach().clamp(min=SCALE_EPS)
+        tensors["input_scale"] = iq.scale.detach().clamp(min=SCALE_EPS).reshape(())  # one number, 0-d in the file
     return spec, tensors
 
 

@@ -95,8 +95,8 @@ class LSQQuantizer(nn.Module):
             signed = True if signed is None else signed
         self.kind = kind
         self.init = init
-        shape = (num_channels,) if kind == "weight" else ()
-        self.scale = nn.Parameter(torch.ones(shape))
+        # an input step size is one number kept as a 1-element vector: FSDP (v1 and v2) refuses 0-d parameters
+        self.scale = nn.Parameter(torch.ones(num_channels if kind == "weight" else 1))
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("signed", torch.tensor(bool(signed) if signed is not None else False))
         self._auto_sign = signed is None
@@ -106,6 +106,7 @@ class LSQQuantizer(nn.Module):
         self._stats: dict[str, Tensor] | None = None
         self.role = role or f"<{kind}>"
         self.register_load_state_dict_post_hook(_refresh_cached_flags)
+        self._register_load_state_dict_pre_hook(_accept_scalar_input_scale)
 
     def sync_from_buffers(self) -> None:
         """Re-read the Python mirrors of the ``initialized`` / ``signed`` buffers (after loading or restoring them).
@@ -257,7 +258,7 @@ class LSQQuantizer(nn.Module):
             scale = self.scale.view((-1,) + (1,) * (x.dim() - 1))
             per_scale = x[0].numel()
         else:
-            scale = self.scale
+            scale = self.scale.view(())
             per_scale = x[0].numel() if x.dim() > 1 else x.numel()
         return FakeQuantArgs(scale, qn, qp, lsq_grad_scale(per_scale, qp))
 
@@ -271,6 +272,13 @@ class LSQQuantizer(nn.Module):
             self._observe(x)
             return x
         return lsq_fake_quant(x, *self.fake_quant_args(x))
+
+
+def _accept_scalar_input_scale(state_dict: dict, prefix: str, *args: object) -> None:
+    """Checkpoints written before input step sizes became 1-element vectors hold them as 0-d tensors."""
+    key = prefix + "scale"
+    if key in state_dict and state_dict[key].dim() == 0:
+        state_dict[key] = state_dict[key].reshape(1)
 
 
 def _refresh_cached_flags(module: nn.Module, incompatible_keys: object = None) -> None:

@@ -62,12 +62,22 @@ def test_parameters_on_several_devices_are_refused():
         opt.add_param_group({"params": [elsewhere]})
 
 
-def test_known_gap_fsdp_of_a_quantized_model_fails_in_torch_on_the_scalar_input_step_sizes(single_rank_world):
-    """docs/troubleshooting.md states this gap: when it stops failing here, GAQAT's own refusal must be tested instead."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
+
+@pytest.mark.parametrize("engine", ["fsdp_v1", "fsdp_v2"])
+def test_fsdp_of_a_quantized_model_is_refused_by_gaqat_not_by_torch(single_rank_world, engine):
+    """Input step sizes are 1-element vectors, so FSDP wraps a quantized model and GAQAT refuses it with its reason."""
+    from torch.distributed import fsdp
 
     from gaqat_wrap import quantize_model
 
     model = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), bits=4)
-    with pytest.raises(ValueError, match="scalar parameters"):
-        FullyShardedDataParallel(model, device_id=torch.device("cpu"))
+    if engine == "fsdp_v1":
+        model = fsdp.FullyShardedDataParallel(model, device_id=torch.device("cpu"))
+    else:
+        if not hasattr(fsdp, "fully_shard"):  # public from torch 2.6
+            pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        fsdp.fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+    with pytest.raises(NotImplementedError, match="DistributedDataParallel"):
+        GAQATOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), freeze_threshold=None)

@@ -378,7 +378,7 @@ def test_calibrate_uses_num_batches_and_all_their_data():
     assert calibrate(net, batches, num_batches=3) == 3
     assert seen == [0, 1, 2], "calibrate must not pull batches it does not use"
     qp = net[1].input_quantizer.qrange[1]
-    torch.testing.assert_close(net[1].input_quantizer.scale.detach(), torch.tensor(2 * 2.0 / qp**0.5))
+    torch.testing.assert_close(net[1].input_quantizer.scale.detach(), torch.tensor([2 * 2.0 / qp**0.5]))
 
 
 def test_calibrate_accepts_dict_and_tuple_batches_and_restores_mode():
