@@ -22,14 +22,12 @@ fixed by the weight gradient; 0 = exactly invariant). ``--bits 0`` measures the 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from starting_point import add_starting_point_arguments, append_row, render_table, starting_point
 
-from gaqat_recipes import TrainConfig, load_run_data, quantize_and_calibrate
-from gaqat_recipes.models import build_model, input_spec
 from gaqat_wrap.quant import step_sizes
 from gaqat_wrap.quant.layers import QuantizedLayer
 from gaqat_wrap.quant.lsq import lsq_grad_scale
@@ -137,40 +135,20 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--table", type=Path, default=None,
-                        help="only render this --output file as markdown next to it (<file>.md) and stop")
-    parser.add_argument("--model")
-    parser.add_argument("--pretrained", default=None)
-    parser.add_argument("--dataset", default="rotated_mnist")
-    parser.add_argument("--test-domain", default="75")
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_starting_point_arguments(parser)
     parser.add_argument("--bits", type=int, default=4, help="W = A bits; 0 for the full-precision model")
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.0005, 0.005, 0.05])
     parser.add_argument("--modes", nargs="+", choices=("train", "eval"), default=["train", "eval"])
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--output", type=Path, default=None, help="append the rows to this JSON-lines file")
     args = parser.parse_args()
     if args.table:
-        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
-        args.table.with_suffix(".md").write_text(markdown(rows))
-        print(markdown(rows))
+        print(render_table(args.table, markdown))
         return
     if not args.model:
         parser.error("--model is required (or --table to render measured rows)")
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = TrainConfig(test_domain=args.test_domain, dataset=args.dataset, model=args.model,
-                         pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
-                         bits=args.bits or 4, seed=0)
     # the starting point train_dg would use for this config: its data, model and quantization steps
-    data = load_run_data(config, input_spec(config.model, pretrained=config.pretrained, image_size=config.image_size))
-    model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
-                        image_size=config.image_size, in_chans=data.input_spec.channels)
-    if args.bits:
-        quantize_and_calibrate(model, data.tensors["train"], config)
-    loader = torch.utils.data.DataLoader(data.tensors["train"], batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    model, loader = starting_point(args, args.bits)
     batches = [tuple(next(iter(loader))[:2]) for _ in range(args.batches)]
     for mode in args.modes:
         model.train(mode == "train")
@@ -180,9 +158,7 @@ def main() -> None:
                   f"(weights {row['conflict_weight_scales']:.2f}, inputs {row['conflict_input_scales']:.2f})  "
                   f"median cos(g0, g1) per scale {row['median_cos_scale']:+.3f}  cos(g0, g1) weights "
                   f"{row['cos_weights']:+.3f}  BN invariance residual {row['bn_invariance_residual']:.3f}", flush=True)
-            if args.output:
-                with args.output.open("a") as handle:
-                    handle.write(json.dumps(row) + "\n")
+            append_row(args.output, row)
 
 
 if __name__ == "__main__":

@@ -16,30 +16,19 @@ the CNN on MNIST-C, pretrained EfficientNet-Lite0 on VLCS-mini at 96², W4A4 and
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from starting_point import add_starting_point_arguments, append_row, render_table, starting_point
 
-from gaqat_recipes import TrainConfig, load_run_data, quantize_and_calibrate
-from gaqat_recipes.models import build_model, input_spec
 from gaqat_wrap.optim.null import conflict_null_test
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
     """One row per ρ: overall SAM and random flag rates, and the weight / input step sizes apart."""
-    torch.manual_seed(0)
-    config = TrainConfig(test_domain=args.test_domain, dataset=args.dataset, model=args.model,
-                         pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
-                         bits=args.bits, seed=0)
-    data = load_run_data(config, input_spec(config.model, pretrained=config.pretrained, image_size=config.image_size))
-    model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
-                        image_size=config.image_size, in_chans=data.input_spec.channels)
-    quantize_and_calibrate(model, data.tensors["train"], config)
+    model, loader = starting_point(args, args.bits)
     model.train()
-    loader = torch.utils.data.DataLoader(data.tensors["train"], batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
     batches = []
     for pixels, labels, *_ in loader:
         batches.append((pixels, labels))
@@ -90,24 +79,14 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--table", type=Path, default=None,
-                        help="only render this --output file as markdown next to it (<file>.md) and stop")
-    parser.add_argument("--model")
-    parser.add_argument("--pretrained", default=None)
-    parser.add_argument("--dataset", default="rotated_mnist")
-    parser.add_argument("--test-domain", default="75")
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_starting_point_arguments(parser)
     parser.add_argument("--bits", type=int, default=4, help="W = A bits")
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.001, 0.01, 0.05])
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--draws", type=int, default=4, help="random directions per batch and ρ")
-    parser.add_argument("--output", type=Path, default=None, help="append the rows to this JSON-lines file")
     args = parser.parse_args()
     if args.table:
-        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
-        args.table.with_suffix(".md").write_text(markdown(rows))
-        print(markdown(rows), end="")
+        print(render_table(args.table, markdown), end="")
         return
     if not args.model:
         parser.error("--model is required (or --table to render measured rows)")
@@ -115,10 +94,7 @@ def main() -> None:
     for row in measure(args):
         print(f"{row['model']} {row['dataset']} W{row['bits']} rho={row['rho']:<6g} SAM {row['sam']:.2f} "
               f"random {row['random']:.2f} ({row['seconds']}s)", flush=True)
-        if args.output:
-            with args.output.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-
+        append_row(args.output, row)
 
 if __name__ == "__main__":
     main()
