@@ -9,7 +9,8 @@ training-domain validation accuracy (the only number allowed to choose a default
 error; held-out accuracy is reported beside it but never used for the decision.
 
 Decision rule (:func:`verdict`): a variant is ``better`` when its mean paired validation gain over the
-reference exceeds :data:`SIGNIFICANCE_SE` standard errors, ``worse`` when its loss does, else ``no evidence``.
+reference exceeds :func:`~gaqat_recipes.reporting.paired.critical_value` standard errors (Student's t, 95%,
+pairs − 1 df), ``worse`` when its loss does, else ``no evidence``.
 A default changes only for a ``better`` verdict.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from gaqat_recipes.config import TrainConfig
 from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
-from gaqat_recipes.reporting.paired import SIGNIFICANCE_SE, paired_difference, verdict
+from gaqat_recipes.reporting.paired import CONFIDENCE, VERDICT_RULE, paired_difference, verdict
 from gaqat_recipes.reporting.plots import plot_ablation
 from gaqat_recipes.reporting.tables import mean_std
 from gaqat_recipes.sweep import SweepSpec, run_sweep
@@ -158,10 +159,11 @@ def summarize_ablation(results: Mapping[str, Sequence[Mapping[str, Any]]],
     Examples:
         >>> mk = lambda s, v, t: {"config": {"test_domain": "0", "seed": s}, "selected": {"val_acc": v, "test_acc": t},
         ...                       "history": [{"frozen_fraction": 0.1}]}
-        >>> results = {"default": [mk(0, 0.80, 0.6), mk(1, 0.82, 0.7)], "window_5": [mk(0, 0.85, 0.6), mk(1, 0.88, 0.6)]}
+        >>> results = {"default": [mk(0, 0.80, 0.6), mk(1, 0.82, 0.7), mk(2, 0.81, 0.6)],
+        ...            "window_5": [mk(0, 0.85, 0.6), mk(1, 0.88, 0.6), mk(2, 0.86, 0.7)]}
         >>> rows = summarize_ablation(results, [ablation_variant("default"), ablation_variant("window_5")])
         >>> rows[1]["name"], rows[1]["verdict"], round(rows[1]["val_diff"][0], 3)
-        ('window_5', 'better', 0.055)
+        ('window_5', 'better', 0.053)
     """
     reference = results.get(REFERENCE)
     rows = []
@@ -229,11 +231,10 @@ def write_ablation_report(rows: Sequence[Mapping[str, Any]], root: str | Path) -
     paths = {"table": root / "results.md", "json": root / "results.json", "plot": root / "ablation.png"}
     heading = ("GAQAT ablation, one option at a time from the defaults "
                f"({_default_description()}). Δ = mean paired difference (same held-out domain and seed) ± its "
-               f"standard error, in points. Verdict from validation only: better/worse when |Δ val| > "
-               f"{SIGNIFICANCE_SE:g} SE.")
+               f"standard error, in points. Verdict: {VERDICT_RULE}.")
     with folder_lock(root):
         write_text_atomic(paths["table"], f"{heading}\n\n{ablation_table(rows)}\n")
         write_text_atomic(paths["json"], json.dumps({"reference": REFERENCE, "defaults": GAQATConfig().to_dict(),
-                                                     "significance_se": SIGNIFICANCE_SE, "rows": list(rows)}, indent=2))
+                                                     "verdict_confidence": CONFIDENCE, "rows": list(rows)}, indent=2))
         plot_ablation(rows, paths["plot"])
     return paths

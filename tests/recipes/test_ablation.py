@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from gaqat_recipes import (
@@ -19,6 +20,7 @@ from gaqat_recipes import (
 from gaqat_recipes import run as run_module
 from gaqat_recipes.ablation import REFERENCE, paired_difference, summarize_ablation, verdict
 from gaqat_recipes.cli import ablation_main, report_main
+from gaqat_recipes.reporting.paired import critical_value
 from gaqat_wrap import GAQATConfig
 
 
@@ -54,11 +56,22 @@ def test_paired_difference_pairs_by_domain_and_seed_not_by_order():
     assert se == pytest.approx(0.01527525 / 3 ** 0.5, rel=1e-5)
 
 
-def test_verdict_needs_a_paired_gain_beyond_two_standard_errors():
-    assert verdict(0.021, 0.01, 6) == "better"
-    assert verdict(0.019, 0.01, 6) == "no evidence"
-    assert verdict(-0.021, 0.01, 6) == "worse"
+def test_verdict_needs_a_paired_gain_beyond_students_t_standard_errors():
+    assert critical_value(6) == pytest.approx(2.5706, abs=1e-4)  # t(0.975, 5 df)
+    assert verdict(0.026, 0.01, 6) == "better"
+    assert verdict(0.025, 0.01, 6) == "no evidence"
+    assert verdict(-0.026, 0.01, 6) == "worse"
+    assert verdict(0.03, 0.01, 3) == "no evidence"  # 3 SE is not enough with 3 pairs (t = 4.30)
+    assert verdict(0.05, 0.01, 3) == "better"
     assert verdict(0.5, 0.1, 1) == "no evidence"  # one pair has no error estimate
+
+
+def test_verdict_is_wrong_about_5_percent_of_the_time_on_pure_noise():
+    generator = np.random.default_rng(0)
+    for pairs in (2, 3, 6):
+        diffs = generator.normal(size=(4000, pairs))
+        calls = [verdict(d.mean(), d.std(ddof=1) / np.sqrt(pairs), pairs) != "no evidence" for d in diffs]
+        assert 0.035 < np.mean(calls) < 0.065, pairs
 
 
 def test_held_out_accuracy_never_decides_the_verdict():

@@ -23,8 +23,30 @@ from typing import Any
 
 import numpy as np
 
-SIGNIFICANCE_SE = 2.0
-"""A paired mean difference counts as evidence when it exceeds this many standard errors."""
+CONFIDENCE = 0.95
+"""Two-sided confidence of the verdict: a paired mean counts as evidence beyond ``critical_value(pairs)`` SE."""
+
+
+VERDICT_RULE = ("the verdict uses validation only: better/worse when |Δ val| exceeds Student's t (95%, two-sided, "
+                "pairs − 1 df) standard errors, e.g. 4.3 SE for 3 pairs, 2.6 for 6, 2.1 for 18")
+"""The verdict rule in words, for report headings."""
+
+
+def critical_value(pairs: int) -> float:
+    """How many standard errors a paired mean must exceed: Student's t at :data:`CONFIDENCE`, ``pairs - 1`` df.
+
+    About 2 for many pairs, but 4.3 for 3 pairs and 12.7 for 2: a standard error estimated from a handful
+    of pairs is itself noisy, and "2 SE" would then call noise a result far more often than 5% of the time.
+
+    Examples:
+        >>> [round(critical_value(n), 2) for n in (2, 3, 6, 18, 1000)]
+        [12.71, 4.3, 2.57, 2.11, 1.96]
+    """
+    from scipy import stats
+
+    if pairs < 2:
+        raise ValueError(f"a standard error needs at least 2 pairs, got {pairs}")
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, pairs - 1))
 
 
 def pair_key(run: Mapping[str, Any]) -> tuple[str, int]:
@@ -60,17 +82,20 @@ def paired_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Map
 
 
 def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
-    """``better`` / ``worse`` when the paired mean exceeds :data:`SIGNIFICANCE_SE` standard errors, else ``no evidence``.
+    """``better`` / ``worse`` when the paired mean exceeds :func:`critical_value` standard errors, else ``no evidence``.
 
     Examples:
         >>> verdict(0.02, 0.005, 6), verdict(0.01, 0.01, 6), verdict(-0.03, 0.01, 6), verdict(0.05, 0.0, 1)
         ('better', 'no evidence', 'worse', 'no evidence')
+        >>> verdict(0.03, 0.01, 3), verdict(0.03, 0.01, 18)   # 3 SE: not enough with 3 pairs, enough with 18
+        ('no evidence', 'better')
     """
     if pairs < 2 or not math.isfinite(mean_diff) or standard_error <= 0:
         return "no evidence"
-    if mean_diff > SIGNIFICANCE_SE * standard_error:
+    threshold = critical_value(pairs) * standard_error
+    if mean_diff > threshold:
         return "better"
-    if mean_diff < -SIGNIFICANCE_SE * standard_error:
+    if mean_diff < -threshold:
         return "worse"
     return "no evidence"
 

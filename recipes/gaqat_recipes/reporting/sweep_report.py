@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
-from gaqat_recipes.reporting.paired import SIGNIFICANCE_SE, paired_comparisons, paired_markdown
+from gaqat_recipes.reporting.paired import VERDICT_RULE, paired_comparisons, paired_markdown
 from gaqat_recipes.reporting.plots import plot_heldout_bars
 from gaqat_recipes.reporting.tables import VAL_NOTE, markdown_table, summarize_runs
 
@@ -107,7 +107,7 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, refere
     if paired:
         who = "each method minus the reference" if reference else "GAQAT minus each baseline"
         text += (f"\nPaired differences (points): {who} over runs with the same held-out domain "
-                 f"and seed, mean ± standard error; the verdict uses validation only (> {SIGNIFICANCE_SE:g} SE)\n\n"
+                 f"and seed, mean ± standard error; {VERDICT_RULE}\n\n"
                  f"{paired_markdown(paired)}\n")
     if any(run.get("stopped_step") is not None for run in runs):
         text += ("\nTraining length: the step selected by training-domain validation and the last step trained "
