@@ -48,6 +48,7 @@ report() {  # paired tables over both held-out domains of each benchmark and pre
   for grid in "$OUT"/*_w?; do
     [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
+  "$PY" bench/dg/freezing_pairs.py --root "$OUT" > /dev/null   # per benchmark and pooled, incl. the freezer's own effect
 }
 
 for part in "${@:-null w3 w4 extra report}"; do

@@ -1,0 +1,89 @@
+"""Paired comparisons of the freezing study, per benchmark and pooled over benchmarks (nothing is trained).
+
+Each benchmark grid of ``bench/dg/freezing`` (``<benchmark>_cnn_w<bits>/heldout_*``) is
+loaded, and every comparison below is the mean paired difference (same benchmark, held-out
+domain and seed) ± its standard error, of training-domain validation accuracy (which decides the
+verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out accuracy:
+
+* every method minus LSQ + SAGM (the reference the study must beat);
+* oscillation freezing added to calibrated GAQAT on SAGM (``gaqat-osc`` − ``gaqat-cal-sagm``:
+  the same optimizer with and without the freezer, so the difference is the freezer's).
+
+Usage:
+    python bench/dg/freezing_pairs.py [--root bench/dg/freezing] [--output bench/dg/freezing/pairs.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gaqat_recipes.methods import METHODS
+from gaqat_recipes.reporting.paired import paired_difference, verdict
+from gaqat_recipes.reporting.sweep_report import load_sweep_runs
+
+REFERENCE = "sagm-qat"
+BENCHMARKS = {"rotated_mnist": "Rotated-MNIST", "mnist_c": "MNIST-C"}
+EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
+
+
+def load(root: Path) -> dict[str, list[dict]]:
+    """``{benchmark grid name: runs}``, each run's held-out domain prefixed with its benchmark (pairs stay within one)."""
+    grids = {}
+    for grid in sorted(path for path in root.glob("*_w?") if path.is_dir()):
+        sweeps = sorted(str(path) for path in grid.glob("heldout_*") if (path / "runs").is_dir())
+        if not sweeps:
+            continue
+        runs = load_sweep_runs(sweeps)
+        for run in runs:
+            run["config"] = {**run["config"], "test_domain": f"{grid.name}/{run['config']['test_domain']}"}
+        grids[grid.name] = runs
+    return grids
+
+
+def title(grid: str) -> str:
+    """``rotated_mnist_cnn_w3`` -> ``Rotated-MNIST CNN W3A3``."""
+    benchmark, _, bits = grid.rpartition("_w")
+    data, _, model = benchmark.rpartition("_")
+    return f"{BENCHMARKS.get(data, data)} {model.upper()} W{bits}A{bits}"
+
+
+def table(grids: dict[str, list[dict]]) -> str:
+    pooled = [run for runs in grids.values() for run in runs]
+    columns = [*grids, "pooled"]
+    sources = {**grids, "pooled": pooled}
+    methods = [m for m in METHODS if any(run["config"]["method"] == m for run in pooled) and m != REFERENCE]
+    comparisons = [(m, REFERENCE) for m in methods] + [pair for pair in EXTRA_PAIRS
+                                                        if all(any(r["config"]["method"] == m for r in pooled) for m in pair)]
+    names = [title(c) if c != "pooled" else "pooled" for c in columns]
+    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict (pairs) | {c}: Δ held-out" for c in names) + " |",
+             "|---|" + "---|---|" * len(columns)]
+    for method, reference in comparisons:
+        cells = []
+        for column in columns:
+            runs = sources[column]
+            mine = [r for r in runs if r["config"]["method"] == method]
+            theirs = [r for r in runs if r["config"]["method"] == reference]
+            val, test = paired_difference(mine, theirs, "val_acc"), paired_difference(mine, theirs, "test_acc")
+            if val[2] == 0:
+                cells += ["–", "–"]
+                continue
+            cells.append(f"{100 * val[0]:+.1f} ± {100 * val[1]:.1f}, {verdict(*val)} ({val[2]})")
+            cells.append(f"{100 * test[0]:+.1f} ± {100 * test[1]:.1f}")
+        lines.append(f"| `{method}` − `{reference}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("bench/dg/freezing"))
+    parser.add_argument("--output", type=Path, default=None, help="default: <root>/pairs.md")
+    args = parser.parse_args(argv)
+    text = table(load(args.root)) + "\n"
+    output = args.output or args.root / "pairs.md"
+    output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
