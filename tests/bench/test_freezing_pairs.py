@@ -1,0 +1,44 @@
+"""bench/dg/freezing_pairs.py pairs runs within a benchmark only, pools the pairs of all benchmarks, and decides
+its verdicts from validation with the recipes' rule."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("gaqat_recipes")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("freezing_pairs", ROOT / "bench" / "dg" / "freezing_pairs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(root: Path, grid: str, domain: str, method: str, seed: int, val: float, test: float) -> None:
+    folder = root / grid / f"heldout_{domain}" / "runs" / f"{method}_w3" / f"test_{domain}" / f"seed_{seed}"
+    folder.mkdir(parents=True)
+    config = {"method": method, "bits": 3, "test_domain": domain, "seed": seed}
+    (folder / "metrics.json").write_text(json.dumps({"config": config, "selected": {"val_acc": val, "test_acc": test}}))
+
+
+def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path):
+    script = load_script()
+    # the same held-out domain name "0" in both benchmarks must not pair across them
+    for seed, gain in enumerate((0.010, 0.012, 0.011)):
+        write_run(tmp_path, "rotated_mnist_cnn_w3", "0", "sagm-qat", seed, 0.90, 0.70)
+        write_run(tmp_path, "rotated_mnist_cnn_w3", "0", "gaqat", seed, 0.90 + gain, 0.70)
+        write_run(tmp_path, "mnist_c_cnn_w3", "0", "sagm-qat", seed, 0.80, 0.40)
+        write_run(tmp_path, "mnist_c_cnn_w3", "0", "gaqat", seed, 0.80 - gain, 0.45)
+    text = script.table(script.load(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| `gaqat` − `sagm-qat`"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert cells[0] == "-1.1 ± 0.1, worse (3)" and cells[1] == "+5.0 ± 0.0"   # MNIST-C: validation decides
+    assert cells[2] == "+1.1 ± 0.1, better (3)"                                  # Rotated-MNIST
+    assert cells[4].endswith("no evidence (6)")                                 # pooled: +1.1 and -1.1 cancel
+    assert "MNIST-C CNN W3A3" in text.splitlines()[0] and "Rotated-MNIST CNN W3A3" in text.splitlines()[0]
