@@ -23,7 +23,11 @@ writes the graph onnxruntime's QDQ fusions turn into ``QLinearConv``,
    in between become the integer range of that grid; otherwise an 8-bit grid
    calibrated from ``calibration_data`` (as onnxruntime's ``quantize_static``
    does), listed in the report. ``Add``, ``Concat`` and average pools whose
-   inputs are quantized get quantized outputs the same way (``QLinearAdd``...);
+   inputs are quantized get quantized outputs the same way (``QLinearAdd``...),
+   and so does ``x * gate`` where ``x`` is quantized and the gate comes from a
+   ``HardSigmoid``/``Sigmoid`` (``QLinearMul``; the gate gets a calibrated
+   grid): squeeze-excite, SiLU, and ``HardSwish``, which is first written as
+   ``x * HardSigmoid(x)`` after an integer convolution;
    ``MaxPool``, ``Reshape``, ``Flatten``, ``Transpose`` keep the grid of their
    input. Linear layer outputs stay float (``MatMulIntegerToFloat``, or ``QGemm``
    with a float output) unless a ``Relu`` follows, and LayerNorm, softmax, GELU
@@ -71,8 +75,12 @@ WeightStorage = Literal["auto", "int8", "uint8"]
 PASSTHROUGH_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"})
 """Ops that move or select values without changing them: their output keeps the grid of their input."""
 CLIP_OPS = frozenset({"Relu", "Clip"})
-INTEGER_INPUT_OPS = frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"})
-"""Ops onnxruntime runs on uint8 tensors (QLinearAdd, QLinearConcat, QLinearGlobalAveragePool, QLinearAveragePool)."""
+INTEGER_INPUT_OPS = frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "Mul"})
+"""Ops onnxruntime runs on uint8 tensors (QLinearAdd, QLinearConcat, QLinearGlobalAveragePool, QLinearAveragePool,
+QLinearMul); a ``Mul`` only when it gates a quantized tensor (see ``GATE_OPS``)."""
+GATE_OPS = frozenset({"HardSigmoid", "Sigmoid"})
+"""Producers of a [0, 1] gate: ``x * gate(...)`` (hardswish, SiLU, squeeze-excite) runs as QLinearMul when ``x`` is
+quantized, the gate getting a calibrated 8-bit grid."""
 INT16_PAIR_LIMIT = 32767
 """u8 x s8 kernels without VNNI add two products in int16: exact while ``2 * max|x_u8| * max|w| <= 32767``."""
 
@@ -435,6 +443,20 @@ class _IntegerGraph:
                 readers.append(reader)
         return readers
 
+    def _is_gate(self, tensor: str) -> bool:
+        producer = self.graph.producer(tensor)
+        return producer is not None and producer.op_type in GATE_OPS
+
+    def split_hardswish(self) -> None:
+        """``HardSwish(x)`` after an integer convolution becomes ``x * HardSigmoid(x)`` (the ONNX definition), so
+        onnxruntime runs the product as QLinearMul instead of a float HardSigmoid and Mul (its own rewrite)."""
+        graph = self.graph
+        outputs = {layer.node.output[0] for layer in self.layers.values() if layer.integer_conv}
+        for node in [n for n in graph.nodes if n.op_type == "HardSwish" and n.input[0] in outputs]:
+            graph.remove(node)
+            gate = graph.add_node("HardSigmoid", [node.input[0]], name=f"{node.name}/gate", alpha=1 / 6, beta=0.5)
+            graph.add_node("Mul", [node.input[0], gate.output[0]], [node.output[0]], name=f"{node.name}/mul")
+
     def place_sites(self) -> list[_Site]:
         graph = self.graph
         sites: list[_Site] = []
@@ -463,6 +485,8 @@ class _IntegerGraph:
             if node.op_type in ("GlobalAveragePool", "AveragePool"):
                 data = data[:1]
             if any(graph.constant(name) is not None for name in data) or not any(name in covered for name in data):
+                continue
+            if node.op_type == "Mul" and not all(name in covered or self._is_gate(name) for name in data):
                 continue
             for name in data:
                 if name not in covered:
@@ -647,6 +671,7 @@ def export_onnx_integer(
     builder.find_layers()
     builder.fold_batchnorms()
     builder.emit_layers()
+    builder.split_hardswish()
     sites = builder.place_sites()
     calibrated = builder.calibrate(builder.choose_grids(sites), calibration_data)
     builder.emit_sites(sites)

@@ -259,3 +259,66 @@ def test_efficientnet_and_mobilenet_convs_run_as_qlinearconv(name, tmp_path):
     x = images(16, seed=6)
     fused, expected = run(tmp_path / "m.onnx", x), torch_logits(model, x)
     assert relative_difference(fused, expected) <= 0.3 and (fused.argmax(1) == expected.argmax(1)).mean() >= 0.9
+
+
+# -- hardswish and squeeze-excite gates: x * gate(...) runs as QLinearMul ------------------------------------------
+class GatedNet(nn.Module):
+    """16x16 inputs: FP stem, Conv-BN-Hardswish, a squeeze-excite gate (Sigmoid), a quantized Conv, FP head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.out = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(16, 5))
+        with_batchnorm_statistics(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.stem(x))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        return self.out(x * gate)
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    model = quantize_model(GatedNet(), bits=8).eval()
+    calibrate(model, [small_images(32, seed=3)])
+    return exported(tmp_path_factory, model, small_images(2), calibration_data=[small_images(32, seed=3)], strict=True)
+
+
+def test_hardswish_and_gates_run_as_qlinearmul(gated):
+    model, report, path = gated
+    types = report.node_types
+    assert types["QLinearMul"] == 2 and types.get("Mul", 0) == 0 and types.get("HardSwish", 0) == 0
+    assert {row.runtime_kernel for row in report.layers} == {"QLinearConv"}
+    gates = [c for c in report.calibrated if "input of Mul" in c.reason]
+    assert len(gates) == 2 and all(c.minimum >= 0.0 and c.maximum <= 1.0 for c in gates)
+    x = small_images(64, seed=6)
+    fused, reference = run(path, x), run(path, x, optimise=False)
+    # QLinearMul computes the graph's arithmetic (measured 1.3e-5: its fixed-point requantization may land one
+    # code away from the float reference near a rounding boundary)
+    assert relative_difference(fused, reference) <= 1e-4
+    expected = torch_logits(model, x)
+    # the gates' 8-bit grids are the export's approximation here (measured 1.0e-3, every top-1 equal)
+    assert relative_difference(fused, expected) <= 0.01 and (fused.argmax(1) == expected.argmax(1)).mean() >= 0.95
+
+
+def test_a_product_of_two_ungated_float_tensors_stays_float(tmp_path):
+    class Square(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.stem, self.conv, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(torch.relu(self.stem(x)))
+            return self.head((y * torch.tanh(y)).mean((2, 3)))
+
+    model = quantize_model(Square(), bits=8).eval()
+    calibrate(model, [small_images(8, seed=3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = export_onnx_integer(model, tmp_path / "m.onnx", small_images(2), [small_images(8, seed=3)])
+    assert report.node_types.get("QLinearMul", 0) == 0 and report.node_types["Mul"] == 1
