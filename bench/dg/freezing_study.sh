@@ -49,6 +49,7 @@ report() {  # paired tables over both held-out domains of each benchmark and pre
     [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
   "$PY" bench/dg/freezing_pairs.py --root "$OUT" > /dev/null   # per benchmark and pooled, incl. the freezer's own effect
+  "$PY" bench/dg/freezing_flag_rates.py --root "$OUT" > /dev/null   # the conflict test's flags in training vs its null
 }
 
 for part in "${@:-null w3 w4 extra report}"; do
