@@ -96,5 +96,6 @@ def main() -> None:
               f"random {row['random']:.2f} ({row['seconds']}s)", flush=True)
         append_row(args.output, row)
 
+
 if __name__ == "__main__":
     main()

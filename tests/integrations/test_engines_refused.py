@@ -62,7 +62,6 @@ def test_parameters_on_several_devices_are_refused():
         opt.add_param_group({"params": [elsewhere]})
 
 
-
 @pytest.mark.parametrize("engine", ["fsdp_v1", "fsdp_v2"])
 def test_fsdp_of_a_quantized_model_is_refused_by_gaqat_not_by_torch(single_rank_world, engine):
     """Input step sizes are 1-element vectors, so FSDP wraps a quantized model and GAQAT refuses it with its reason."""
