@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from freezing_grids import title  # bench/dg, beside this script
 
 RHO = 0.05
 
@@ -51,13 +52,13 @@ def trace_rates(root: Path) -> dict[tuple[str, str], dict]:
 
 def table(root: Path, null_path: Path) -> str:
     null = null_rates(null_path)
-    lines = ["| grid | method | runs | decisions | flagged in training (cos < 0) | frozen per decision "
+    lines = ["| benchmark | method | runs | decisions | flagged in training (cos < 0) | frozen per decision "
              f"| null at the start, ρ = {RHO}: ε / random |", "|---|---|---|---|---|---|---|"]
     for (grid, method), entry in sorted(trace_rates(root).items()):
         config = entry["config"]
         row = null.get((config["model"], config["dataset"], config["bits"]))
         reference = f"{row['sam']:.0%} / {row['random']:.0%}" if row else "not measured"
-        lines.append(f"| {grid} | `{method}` | {entry['runs']} | {entry['decisions']} | {entry['flagged']:.0%} "
+        lines.append(f"| {title(grid)} | `{method}` | {entry['runs']} | {entry['decisions']} | {entry['flagged']:.0%} "
                      f"| {entry['frozen']:.1%} | {reference} |")
     return "\n".join(lines)
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from freezing_grids import title  # bench/dg, beside this script
+
 from gaqat_recipes.methods import METHODS
 from gaqat_recipes.reporting.paired import paired_difference, verdict
 from gaqat_recipes.reporting.sweep_report import load_sweep_runs
 
 REFERENCE = "sagm-qat"
-BENCHMARKS = {"rotated_mnist": "Rotated-MNIST", "mnist_c": "MNIST-C"}
 EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
 
 
@@ -39,13 +40,6 @@ def load(root: Path) -> dict[str, list[dict]]:
             run["config"] = {**run["config"], "test_domain": f"{grid.name}/{run['config']['test_domain']}"}
         grids[grid.name] = runs
     return grids
-
-
-def title(grid: str) -> str:
-    """``rotated_mnist_cnn_w3`` -> ``Rotated-MNIST CNN W3A3``."""
-    benchmark, _, bits = grid.rpartition("_w")
-    data, _, model = benchmark.rpartition("_")
-    return f"{BENCHMARKS.get(data, data)} {model.upper()} W{bits}A{bits}"
 
 
 def table(grids: dict[str, list[dict]]) -> str:

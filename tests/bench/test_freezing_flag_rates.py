@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
+    if str(ROOT / "bench" / "dg") not in sys.path:  # the scripts import their sibling freezing_grids.py
+        sys.path.insert(0, str(ROOT / "bench" / "dg"))
     spec = importlib.util.spec_from_file_location("freezing_flag_rates", ROOT / "bench" / "dg" / "freezing_flag_rates.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -29,4 +32,4 @@ def test_flag_and_freeze_shares_pool_every_decision_of_every_run(tmp_path):
     null.write_text("\n".join(json.dumps({**{k: config[k] for k in ("model", "dataset", "bits")}, "rho": rho,
                                           "sam": sam, "random": 0.72}) for rho, sam in ((0.01, 0.9), (0.05, 0.46))))
     row = script.table(tmp_path / "freezing", null).splitlines()[2]
-    assert row == "| rotated_mnist_cnn_w3 | `gaqat` | 2 | 3 | 42% | 50.0% | 46% / 72% |"  # 2.5 / 6 flags, 3 / 6 frozen
+    assert row == "| Rotated-MNIST CNN W3A3 | `gaqat` | 2 | 3 | 42% | 50.0% | 46% / 72% |"  # 2.5 / 6 flags, 3 / 6 frozen

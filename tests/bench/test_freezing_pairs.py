@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ pytest.importorskip("gaqat_recipes")
 
 
 def load_script():
+    if str(ROOT / "bench" / "dg") not in sys.path:  # the scripts import their sibling freezing_grids.py
+        sys.path.insert(0, str(ROOT / "bench" / "dg"))
     spec = importlib.util.spec_from_file_location("freezing_pairs", ROOT / "bench" / "dg" / "freezing_pairs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
