@@ -1,17 +1,27 @@
 """Names of the freezing study's benchmark grids (``bench/dg/freezing/<benchmark>_<model>_w<bits>``) for its tables.
 
 Examples:
-    >>> title("rotated_mnist_cnn_w3"), title("mnist_c_cnn_w4")
-    ('Rotated-MNIST CNN W3A3', 'MNIST-C CNN W4A4')
+    >>> title("rotated_mnist_cnn_w3"), title("mnist_c_cnn_w4"), title("rotated_mnist_vit_w3", bits=False)
+    ('Rotated-MNIST CNN W3A3', 'MNIST-C CNN W4A4', 'Rotated-MNIST ViT')
+    >>> parse("mnist_c_cnn_w3")
+    ('mnist_c', 'cnn', 3)
 """
 
 from __future__ import annotations
 
 BENCHMARKS = {"rotated_mnist": "Rotated-MNIST", "mnist_c": "MNIST-C"}
+MODELS = {"cnn": "CNN", "vit": "ViT"}
 
 
-def title(grid: str) -> str:
-    """``rotated_mnist_cnn_w3`` -> ``Rotated-MNIST CNN W3A3`` (an unknown benchmark keeps its folder name)."""
+def parse(grid: str) -> tuple[str, str, int]:
+    """``rotated_mnist_cnn_w3`` -> ``("rotated_mnist", "cnn", 3)``."""
     benchmark, _, bits = grid.rpartition("_w")
     data, _, model = benchmark.rpartition("_")
-    return f"{BENCHMARKS.get(data, data)} {model.upper()} W{bits}A{bits}"
+    return data, model, int(bits)
+
+
+def title(grid: str, *, bits: bool = True) -> str:
+    """``rotated_mnist_cnn_w3`` -> ``Rotated-MNIST CNN W3A3`` (unknown names keep their folder spelling)."""
+    data, model, width = parse(grid)
+    name = f"{BENCHMARKS.get(data, data)} {MODELS.get(model, model.upper())}"
+    return f"{name} W{width}A{width}" if bits else name

@@ -1,6 +1,6 @@
-"""Paired comparisons of the freezing study, per benchmark and pooled over benchmarks (nothing is trained).
+"""Paired comparisons of the freezing study, per benchmark and pooled over a model's benchmarks (nothing is trained).
 
-Each benchmark grid of ``bench/dg/freezing`` (``<benchmark>_cnn_w<bits>/heldout_*``) is
+Each benchmark grid of ``bench/dg/freezing`` (``<benchmark>_<model>_w<bits>/heldout_*``) is
 loaded, and every comparison below is the mean paired difference (same benchmark, held-out
 domain and seed) ± its standard error, of training-domain validation accuracy (which decides the
 verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out accuracy:
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from freezing_grids import title  # bench/dg, beside this script
+from freezing_grids import MODELS, parse, title  # bench/dg, beside this script
 
 from gaqat_recipes.methods import METHODS
 from gaqat_recipes.reporting.paired import paired_difference, verdict
@@ -43,19 +43,29 @@ def load(root: Path) -> dict[str, list[dict]]:
 
 
 def table(grids: dict[str, list[dict]]) -> str:
-    pooled = [run for runs in grids.values() for run in runs]
-    columns = [*grids, "pooled"]
-    sources = {**grids, "pooled": pooled}
-    methods = [m for m in METHODS if any(run["config"]["method"] == m for run in pooled) and m != REFERENCE]
-    comparisons = [(m, REFERENCE) for m in methods] + [pair for pair in EXTRA_PAIRS
-                                                        if all(any(r["config"]["method"] == m for r in pooled) for m in pair)]
-    names = [title(c) if c != "pooled" else "pooled" for c in columns]
-    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict (pairs) | {c}: Δ held-out" for c in names) + " |",
+    """One table per precision: a column per benchmark grid, and per model a pooled column when it has two or more."""
+    blocks = []
+    for bits in sorted({parse(grid)[2] for grid in grids}, reverse=True):
+        mine = {grid: runs for grid, runs in grids.items() if parse(grid)[2] == bits}
+        columns = {title(grid, bits=False): runs for grid, runs in mine.items()}
+        for model in sorted({parse(grid)[1] for grid in mine}):
+            grids_of_model = [grid for grid in mine if parse(grid)[1] == model]
+            if len(grids_of_model) > 1:
+                columns[f"{MODELS.get(model, model)} pooled"] = [run for grid in grids_of_model for run in mine[grid]]
+        blocks.append(f"**W{bits}A{bits}**\n\n" + _table(columns))
+    return "\n\n".join(blocks)
+
+
+def _table(columns: dict[str, list[dict]]) -> str:
+    every = [run for runs in columns.values() for run in runs]
+    present = {run["config"]["method"] for run in every}
+    methods = [m for m in METHODS if m in present and m != REFERENCE]
+    comparisons = [(m, REFERENCE) for m in methods] + [pair for pair in EXTRA_PAIRS if set(pair) <= present]
+    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict (pairs) | {c}: Δ held-out" for c in columns) + " |",
              "|---|" + "---|---|" * len(columns)]
     for method, reference in comparisons:
         cells = []
-        for column in columns:
-            runs = sources[column]
+        for runs in columns.values():
             mine = [r for r in runs if r["config"]["method"] == method]
             theirs = [r for r in runs if r["config"]["method"] == reference]
             val, test = paired_difference(mine, theirs, "val_acc"), paired_difference(mine, theirs, "test_acc")

@@ -3,26 +3,28 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|extra|report]...   (default: null w3 w4 extra report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|report]...   (default: null w3 w4 vit3 vit4 extra report)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/dg/freezing}
 JOBS=${JOBS:-2}
 COMMON=(--steps 2000 --patience 4 --eval-every 100 --batch-size 64 --lr 1e-3 --threads 1 --jobs "$JOBS"
-        --no-checkpoint --no-progress --no-plots --model mnist_cnn_small)
+        --no-checkpoint --no-progress --no-plots)
 CORE=(sagm-qat gaqat gaqat-cal-sagm osc-qat gaqat-osc qat-delayed)   # LSQ + SAGM and what must beat it
 EXTRA=(sam-qat gaqat-cal osc-damp-qat)                               # the rest of the grid
 declare -A DOMAINS=([rotated_mnist]="75 0" [mnist_c]="fog canny_edges")
+declare -A MODELS=([cnn]=mnist_cnn_small [vit]=recipes/configs/vit_rmnist_tiny.json)   # the ViT: 4 blocks, from scratch
 
-sweep() {  # sweep BITS METHODS...: seed by seed, every (benchmark, held-out domain) cell of a seed before the next seed
-  local bits=$1; shift
+sweep() {  # sweep MODEL BITS "BENCHMARKS" METHODS...: seed by seed, every (benchmark, held-out domain) cell of a seed first
+  local model=$1 bits=$2 benchmarks=$3; shift 3
   for seed in 0 1 2; do
     for index in 0 1; do
-      for dataset in rotated_mnist mnist_c; do
+      for dataset in $benchmarks; do
         read -ra held <<< "${DOMAINS[$dataset]}"
-        "$PY" recipes/sweep_dg.py "${COMMON[@]}" --dataset "$dataset" --bits "$bits" --methods "$@" --seeds "$seed" \
-          --test-domains "${held[$index]}" --output-dir "$OUT/${dataset}_cnn_w$bits/heldout_${held[$index]}"
+        "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[$model]}" --dataset "$dataset" --bits "$bits" \
+          --methods "$@" --seeds "$seed" --test-domains "${held[$index]}" \
+          --output-dir "$OUT/${dataset}_${model}_w$bits/heldout_${held[$index]}"
       done
     done
   done
@@ -41,9 +43,12 @@ null() {  # the conflict test's flag rate for SAM's ε next to random directions
   "$PY" bench/dg/null_flag_rates.py --table "$rows" > /dev/null
 }
 
-w3() { sweep 3 "${CORE[@]}"; }
-w4() { sweep 4 "${CORE[@]}"; }
-extra() { sweep 3 "${EXTRA[@]}"; sweep 4 "${EXTRA[@]}"; }
+CNN_BENCHMARKS="rotated_mnist mnist_c"
+w3() { sweep cnn 3 "$CNN_BENCHMARKS" "${CORE[@]}"; }
+w4() { sweep cnn 4 "$CNN_BENCHMARKS" "${CORE[@]}"; }
+vit3() { sweep vit 3 rotated_mnist "${CORE[@]}"; }
+vit4() { sweep vit 4 rotated_mnist "${CORE[@]}"; }
+extra() { sweep cnn 3 "$CNN_BENCHMARKS" "${EXTRA[@]}"; sweep cnn 4 "$CNN_BENCHMARKS" "${EXTRA[@]}"; }
 report() {  # paired tables over both held-out domains of each benchmark and precision (no training)
   for grid in "$OUT"/*_w?; do
     [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
@@ -52,6 +57,6 @@ report() {  # paired tables over both held-out domains of each benchmark and pre
   "$PY" bench/dg/freezing_flag_rates.py --root "$OUT" > /dev/null   # the conflict test's flags in training vs its null
 }
 
-for part in "${@:-null w3 w4 extra report}"; do
+for part in "${@:-null w3 w4 vit3 vit4 extra report}"; do
   for p in $part; do "$p"; done
 done

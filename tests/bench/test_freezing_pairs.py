@@ -44,4 +44,23 @@ def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path):
     assert cells[0] == "-1.1 ± 0.1, worse (3)" and cells[1] == "+5.0 ± 0.0"   # MNIST-C: validation decides
     assert cells[2] == "+1.1 ± 0.1, better (3)"                                  # Rotated-MNIST
     assert cells[4].endswith("no evidence (6)")                                 # pooled: +1.1 and -1.1 cancel
-    assert "MNIST-C CNN W3A3" in text.splitlines()[0] and "Rotated-MNIST CNN W3A3" in text.splitlines()[0]
+    header = text.splitlines()[2]
+    assert text.startswith("**W3A3**") and "MNIST-C CNN:" in header and "Rotated-MNIST CNN:" in header
+    assert "CNN pooled:" in header
+
+
+def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(tmp_path):
+    script = load_script()
+    for seed in range(2):
+        for grid, gain in (("rotated_mnist_cnn_w3", 0.01), ("mnist_c_cnn_w3", 0.02), ("rotated_mnist_vit_w3", 0.5),
+                           ("rotated_mnist_cnn_w4", 0.03)):
+            write_run(tmp_path, grid, "75", "sagm-qat", seed, 0.4, 0.3)
+            write_run(tmp_path, grid, "75", "gaqat", seed, 0.4 + gain + 0.002 * seed, 0.3)
+    text = script.table(script.load(tmp_path))
+    w4, w3 = text.split("**W3A3**")
+    assert w4.startswith("**W4A4**") and "Rotated-MNIST CNN:" in w4 and "pooled" not in w4  # one CNN grid: no pool
+    header, _, row = w3.strip().splitlines()
+    names = [cell.split(":")[0].strip() for cell in header.strip("|").split("|")[1::2]]
+    assert names == ["MNIST-C CNN", "Rotated-MNIST CNN", "Rotated-MNIST ViT", "CNN pooled"]
+    pooled = [cell.strip() for cell in row.strip("|").split("|")][7]
+    assert pooled.startswith("+1.6 ± 0.3") and pooled.endswith("(4)")  # the ViT's +50 points stay out of the pool
