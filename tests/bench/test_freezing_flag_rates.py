@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    if str(ROOT / "bench" / "dg") not in sys.path:  # the scripts import their sibling freezing_grids.py
-        sys.path.insert(0, str(ROOT / "bench" / "dg"))
-    spec = importlib.util.spec_from_file_location("freezing_flag_rates", ROOT / "bench" / "dg" / "freezing_flag_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_flag_and_freeze_shares_pool_every_decision_of_every_run(tmp_path):
-    script = load_script()
+def test_flag_and_freeze_shares_pool_every_decision_of_every_run(tmp_path, bench_dg_script):
+    script = bench_dg_script("freezing_flag_rates")
     config = {"method": "gaqat", "model": "mnist_cnn_small", "dataset": "rotated_mnist", "bits": 3}
     traces = [{"disorder": [[0.0, 1.0], [0.5, 0.5]], "frozen": [[False, True], [False, False]]},
               {"disorder": [[0.25, 0.25]], "frozen": [[True, True]]}]

@@ -3,24 +3,12 @@ its verdicts from validation with the recipes' rule."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("gaqat_recipes")
-
-
-def load_script():
-    if str(ROOT / "bench" / "dg") not in sys.path:  # the scripts import their sibling freezing_grids.py
-        sys.path.insert(0, str(ROOT / "bench" / "dg"))
-    spec = importlib.util.spec_from_file_location("freezing_pairs", ROOT / "bench" / "dg" / "freezing_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_run(root: Path, grid: str, domain: str, method: str, seed: int, val: float, test: float) -> None:
@@ -30,8 +18,8 @@ def write_run(root: Path, grid: str, domain: str, method: str, seed: int, val: f
     (folder / "metrics.json").write_text(json.dumps({"config": config, "selected": {"val_acc": val, "test_acc": test}}))
 
 
-def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path):
-    script = load_script()
+def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path, bench_dg_script):
+    script = bench_dg_script("freezing_pairs")
     # the same held-out domain name "0" in both benchmarks must not pair across them
     for seed, gain in enumerate((0.010, 0.012, 0.011)):
         write_run(tmp_path, "rotated_mnist_cnn_w3", "0", "sagm-qat", seed, 0.90, 0.70)
@@ -49,8 +37,8 @@ def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path):
     assert "CNN pooled:" in header
 
 
-def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(tmp_path):
-    script = load_script()
+def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(tmp_path, bench_dg_script):
+    script = bench_dg_script("freezing_pairs")
     for seed in range(2):
         for grid, gain in (("rotated_mnist_cnn_w3", 0.01), ("mnist_c_cnn_w3", 0.02), ("rotated_mnist_vit_w3", 0.5),
                            ("rotated_mnist_cnn_w4", 0.03)):
