@@ -32,7 +32,8 @@ def load(root: Path) -> dict[str, list[dict]]:
     """``{benchmark grid name: runs}``, each run's held-out domain prefixed with its benchmark (pairs stay within one)."""
     grids = {}
     for grid in sorted(path for path in root.glob("*_w?") if path.is_dir()):
-        sweeps = sorted(str(path) for path in grid.glob("heldout_*") if (path / "runs").is_dir())
+        sweeps = sorted(str(path) for path in grid.glob("heldout_*")  # runs/ on disk, or only the committed report
+                        if (path / "runs").is_dir() or (path / "results.json").is_file())
         if not sweeps:
             continue
         runs = load_sweep_runs(sweeps)

@@ -1,7 +1,8 @@
 """Sweeps: methods x bits x held-out domains x seeds, one after another or ``jobs`` at a time, then the folder's report.
 
 Runs go to ``<root>/runs/<method>[_w<bits>]/test_<domain>/seed_<seed>/``; a run whose ``metrics.json``
-exists is loaded instead of trained, so an interrupted sweep resumes where it stopped. Full-precision
+exists is loaded instead of trained, so an interrupted sweep resumes where it stopped; runs that only the
+folder's ``results.json`` still holds (a fresh clone: ``runs/`` is not committed) are written back first. Full-precision
 methods ignore ``bits`` and run once per domain and seed. The report (``results.md``, ``results.json``,
 ``heldout_accuracy.png``) is rebuilt from every finished run in the folder, so sweeps that share a folder
 (run one after the other or at the same time) end with one report of all their runs.
@@ -25,7 +26,7 @@ from typing import Any
 from gaqat_recipes.config import TrainConfig
 from gaqat_recipes.data.registry import load_dg_dataset
 from gaqat_recipes.methods import method_spec
-from gaqat_recipes.reporting.sweep_report import rebuild_sweep_report
+from gaqat_recipes.reporting.sweep_report import rebuild_sweep_report, restore_sweep_runs
 
 
 @dataclass
@@ -153,6 +154,8 @@ def run_sweep(
         prefix = [sys.executable]
     if jobs > 1:
         configs = [replace(c, progress=False, threads=c.threads or 1) for c in configs]
+    if Path(root).is_dir() and (restored := restore_sweep_runs(root)):
+        log(f"{root}: restored {len(restored)} finished runs from results.json")
     results: dict[int, dict[str, Any]] = {}
     pending = []
     for index, config in enumerate(configs, start=1):

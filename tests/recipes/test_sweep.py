@@ -36,6 +36,30 @@ def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_
     assert all("done before" in line for line in lines)
 
 
+def test_sweep_in_a_fresh_clone_resumes_from_its_committed_report(tiny_config, tmp_path, monkeypatch):
+    """runs/ is ignored by git: a clone has only results.json, and must neither retrain nor drop those runs."""
+    import shutil
+
+    base = tiny_config(steps=2, eval_every=1, plots=False, method="gaqat")
+    root = tmp_path / "sweep"
+    first = run_sweep(base, SweepSpec(methods=["qat", "gaqat"], test_domains=["c"], seeds=[0]), root, log=lambda s: None)
+    originals = {p.relative_to(root): json.loads(p.read_text()) for p in root.glob("runs/**/metrics.json")}
+    shutil.rmtree(root / "runs")  # what a fresh clone holds: the report only
+
+    trained = []
+    real_train = run_module.train_dg
+    monkeypatch.setattr(run_module, "train_dg", lambda config: trained.append(config.seed) or real_train(config))
+    lines: list[str] = []
+    runs = run_sweep(base, SweepSpec(methods=["qat", "gaqat"], test_domains=["c"], seeds=[0, 1]), root, log=lines.append)
+
+    assert trained == [1, 1]  # only the new seed trains
+    assert "restored 2 finished runs from results.json" in lines[0]
+    assert [r["selected"] for r in runs[:2]] == [r["selected"] for r in first]
+    restored = {p: json.loads((root / p).read_text()) for p in originals}
+    assert restored == originals  # whole records, freeze trace included
+    assert len(json.loads((root / "results.json").read_text())["runs"]) == 4  # the rebuilt report keeps the old runs
+
+
 def test_sweep_grid_runs_full_precision_once_and_rejects_bad_bits(tiny_config, tmp_path):
     configs = sweep.sweep_configs(tiny_config(), SweepSpec(methods=["fp", "gaqat"], bits=[3, 4], seeds=[0, 1]), tmp_path)
     assert sorted({c.test_domain for c in configs}) == ["a", "b", "c"]  # every domain when none are named

@@ -3,6 +3,10 @@
 A sweep folder's report is always rebuilt from every finished run on disk (``runs/**/metrics.json``), under
 the folder's lock and with atomic writes (:mod:`gaqat_recipes.reporting.files`), so two sweeps writing into
 one folder end with one report that has both sweeps' runs.
+
+``results.json`` keeps every run's record too, so a folder whose ``runs/`` was not kept (it is ignored by
+git, so a fresh clone has only the report) still counts its runs: :func:`load_sweep_runs` reads them from
+the report, and :func:`restore_sweep_runs` writes their ``metrics.json`` back so a sweep resumes after them.
 """
 
 from __future__ import annotations
@@ -41,8 +45,57 @@ def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"sweep folder {root} does not exist; pass folders written by run_sweep / sweep_dg.py")
-        runs += [json.loads(path.read_text()) for path in sorted(root.glob(METRICS_GLOB))]
+        on_disk = {path.relative_to(root): json.loads(path.read_text()) for path in root.glob(METRICS_GLOB)}
+        stored = {path: run for path, run in _stored_runs(root).items() if path not in on_disk}
+        runs += [run for _, run in sorted({**on_disk, **stored}.items())]
     return runs
+
+
+def restore_sweep_runs(root: str | Path) -> list[Path]:
+    """Write back the ``metrics.json`` of every run that ``root/results.json`` holds and ``runs/`` lacks.
+
+    A sweep skips a run whose ``metrics.json`` exists, so after this a sweep started in a fresh clone of a
+    committed study resumes after the runs its report already holds instead of training them again (and
+    its rebuilt report keeps them). Reports written before every run was kept whole lack some keys of
+    ``metrics.json`` (``freeze_trace``, ``method``, ``data``); the runs restored from them lack them too.
+    Returns the files written.
+
+    Examples:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> run = {"config": {"method": "fp", "bits": 4, "test_domain": "75", "seed": 0,
+        ...                   "output_dir": "elsewhere/runs/fp/test_75/seed_0"},
+        ...        "selected": {"test_acc": 0.8, "val_acc": 0.9, "step": 10}, "wall_time_s": 1.0}
+        >>> _ = write_sweep_report([run], root)
+        >>> [p.relative_to(root).as_posix() for p in restore_sweep_runs(root)]
+        ['runs/fp/test_75/seed_0/metrics.json']
+        >>> restore_sweep_runs(root), len(load_sweep_runs([root]))
+        ([], 1)
+    """
+    root = Path(root)
+    written = []
+    with folder_lock(root):
+        for path, run in sorted(_stored_runs(root).items()):
+            target = root / path
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(target, json.dumps(run, indent=2))
+                written.append(target)
+    return written
+
+
+def _stored_runs(root: Path) -> dict[Path, dict[str, Any]]:
+    """The runs of ``root/results.json`` by the path of their ``metrics.json`` under ``root``."""
+    report = root / "results.json"
+    if not report.is_file():
+        return {}
+    stored = {}
+    for run in json.loads(report.read_text()).get("runs", []):
+        parts = Path(str(run.get("config", {}).get("output_dir") or "")).parts
+        if "runs" in parts:  # the run folder below its sweep's runs/, wherever the sweep folder was then
+            below = parts[len(parts) - 1 - parts[::-1].index("runs"):]
+            stored[Path(*below) / "metrics.json"] = run
+    return stored
 
 
 def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: str = "",
@@ -112,10 +165,8 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, refere
     if any(run.get("stopped_step") is not None for run in runs):
         text += ("\nTraining length: the step selected by training-domain validation and the last step trained "
                  f"(early stopping), mean (min–max) over runs\n\n{training_length_markdown(runs)}\n")
-    compact_runs = [{key: run[key] for key in ("config", "selected", "final", "history", "wall_time_s", "stopped_step")
-                     if key in run} for run in runs]
-    write_text_atomic(paths["table"], text)
-    write_text_atomic(paths["json"], json.dumps({"summary": rows, "paired": paired, "runs": compact_runs}, indent=2))
+    write_text_atomic(paths["table"], text)  # every run whole (its metrics.json), so the report alone can restore it
+    write_text_atomic(paths["json"], json.dumps({"summary": rows, "paired": paired, "runs": list(runs)}, indent=2))
     plot_heldout_bars(rows, paths["plot"])
     return paths
 
