@@ -4,6 +4,9 @@ For every benchmark grid of ``bench/dg/freezing`` and every method that runs the
 (``freeze_trace`` in the runs' ``metrics.json``): the share of the paper's per-step flags
 (cos(g_task, g_smooth) < 0) over all step sizes, windows and decisions of all runs (the
 "disorder" GAQAT compares with its threshold), and the share of step sizes frozen per decision.
+Runs restored from a report written before reports kept whole runs have no ``freeze_trace``; for
+them the same shares are read from the run's evaluations (``history``: the optimizer's freeze report
+at each evaluation, every 100 steps, so a sample of its decisions), and the row says so.
 Beside them, from ``bench/dg/null_flag_rates.jsonl`` (same model, data and bits, ρ = 0.05, at
 the starting point of a run): the share flagged for SAM's ε and for random directions of the
 same size. Nothing is trained.
@@ -22,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from freezing_grids import title  # bench/dg, beside this script
 
+from gaqat_recipes.reporting.sweep_report import load_sweep_runs
+
 RHO = 0.05
 
 
@@ -32,22 +37,35 @@ def null_rates(path: Path) -> dict[tuple[str, str, int], dict]:
 
 
 def trace_rates(root: Path) -> dict[tuple[str, str], dict]:
-    """``{(grid, method): {"flagged", "frozen", "runs", "decisions", "config"}}`` over the runs with a freeze trace."""
+    """``{(grid, method): {"flagged", "frozen", "runs", "decisions", "evaluations", "config"}}`` over the runs with the test."""
     found: dict[tuple[str, str], dict] = {}
-    for path in sorted(root.glob("*_w?/heldout_*/runs/**/metrics.json")):
-        run = json.loads(path.read_text())
-        trace = run.get("freeze_trace") or {}
-        if not trace.get("disorder"):
-            continue
-        grid = path.relative_to(root).parts[0]
-        entry = found.setdefault((grid, run["config"]["method"]), {"disorder": [], "frozen": [], "runs": 0,
-                                                                    "config": run["config"]})
-        entry["disorder"].append(np.asarray(trace["disorder"], dtype=float))
-        entry["frozen"].append(np.asarray(trace["frozen"], dtype=float))
-        entry["runs"] += 1
+    for grid in sorted(path for path in root.glob("*_w?") if path.is_dir()):
+        sweeps = [path for path in sorted(grid.glob("heldout_*")) if path.is_dir()]
+        for run in load_sweep_runs(sweeps) if sweeps else []:
+            trace = run.get("freeze_trace")
+            if trace is not None:
+                if not trace.get("disorder"):
+                    continue  # a method without the conflict test
+                disorder, frozen = (np.asarray(trace[key], dtype=float).ravel() for key in ("disorder", "frozen"))
+                decisions = len(trace["disorder"])
+            else:  # restored from an older report: the freeze report at each evaluation
+                history = [h for h in run["history"] if h.get("mean_disorder")]
+                if not history:
+                    continue
+                disorder = np.asarray([h["mean_disorder"] for h in history])
+                frozen = np.asarray([h["frozen_fraction"] for h in history])
+                decisions = 0
+            evaluations = 0 if trace is not None else len(disorder)
+            entry = found.setdefault((grid.name, run["config"]["method"]), {
+                "disorder": [], "frozen": [], "runs": 0, "decisions": 0, "evaluations": 0, "config": run["config"]})
+            entry["disorder"].append(disorder)
+            entry["frozen"].append(frozen)
+            entry["runs"] += 1
+            entry["decisions"] += decisions
+            entry["evaluations"] += evaluations
     return {key: {"flagged": float(np.concatenate(e["disorder"]).mean()), "frozen": float(np.concatenate(e["frozen"]).mean()),
-                  "runs": e["runs"], "decisions": sum(len(d) for d in e["disorder"]), "config": e["config"]}
-            for key, e in found.items()}
+                  "runs": e["runs"], "decisions": e["decisions"], "evaluations": e["evaluations"],
+                  "config": e["config"]} for key, e in found.items()}
 
 
 def table(root: Path, null_path: Path) -> str:
@@ -58,7 +76,10 @@ def table(root: Path, null_path: Path) -> str:
         config = entry["config"]
         row = null.get((config["model"], config["dataset"], config["bits"]))
         reference = f"{row['sam']:.0%} / {row['random']:.0%}" if row else "not measured"
-        lines.append(f"| {title(grid)} | `{method}` | {entry['runs']} | {entry['decisions']} | {entry['flagged']:.0%} "
+        counts = [f"{entry['decisions']}"] * bool(entry["decisions"]) + [f"{entry['evaluations']} read at evaluations"] * bool(
+            entry["evaluations"])
+        decisions = " + ".join(counts)
+        lines.append(f"| {title(grid)} | `{method}` | {entry['runs']} | {decisions} | {entry['flagged']:.0%} "
                      f"| {entry['frozen']:.1%} | {reference} |")
     return "\n".join(lines)
 
