@@ -46,7 +46,8 @@ def trace_rates(root: Path) -> dict[tuple[str, str], dict]:
             if trace is not None:
                 if not trace.get("disorder"):
                     continue  # a method without the conflict test
-                disorder, frozen = (np.asarray(trace[key], dtype=float).ravel() for key in ("disorder", "frozen"))
+                # one value per decision (its mean over step sizes), as an evaluation's freeze report reads
+                disorder, frozen = (np.asarray(trace[key], dtype=float).mean(axis=1) for key in ("disorder", "frozen"))
                 decisions = len(trace["disorder"])
             else:  # restored from an older report: the freeze report at each evaluation
                 history = [h for h in run["history"] if h.get("mean_disorder")]

@@ -35,6 +35,6 @@ def test_runs_restored_without_a_trace_are_read_at_their_evaluations(tmp_path, b
     (folder.parents[2] / "results.json").write_text(json.dumps({"runs": [restored]}))  # a report of before whole runs
     entry = script.trace_rates(tmp_path / "freezing")[("rotated_mnist_cnn_w3", "gaqat")]
     assert (entry["runs"], entry["decisions"], entry["evaluations"]) == (2, 1, 2)
-    assert abs(entry["flagged"] - (0.0 + 1.0 + 0.2 + 0.3) / 4) < 1e-12  # each step size and each reading weighs the same
+    assert abs(entry["flagged"] - (0.5 + 0.2 + 0.3) / 3) < 1e-12  # a decision (mean over step sizes) = a reading
     row = script.table(tmp_path / "freezing", tmp_path / "no_null.jsonl").splitlines()[2]
-    assert "| 2 | 1 + 2 read at evaluations | 38% | 35.0% | not measured |" in row
+    assert "| 2 | 1 + 2 read at evaluations | 33% | 30.0% | not measured |" in row
