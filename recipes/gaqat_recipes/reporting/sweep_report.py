@@ -165,8 +165,8 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, refere
     if any(run.get("stopped_step") is not None for run in runs):
         text += ("\nTraining length: the step selected by training-domain validation and the last step trained "
                  f"(early stopping), mean (min–max) over runs\n\n{training_length_markdown(runs)}\n")
-    write_text_atomic(paths["table"], text)  # every run whole (its metrics.json), so the report alone can restore it
-    write_text_atomic(paths["json"], json.dumps({"summary": rows, "paired": paired, "runs": list(runs)}, indent=2))
+    write_text_atomic(paths["table"], text)
+    write_text_atomic(paths["json"], _report_json(rows, paired, runs))
     plot_heldout_bars(rows, paths["plot"])
     return paths
 
@@ -187,3 +187,12 @@ def rebuild_sweep_report(root: str | Path) -> dict[str, Path]:
         if not runs:
             raise FileNotFoundError(f"no finished runs ({METRICS_GLOB}) under {root}")
         return _write_report(runs, root, "")
+
+
+def _report_json(rows: list[dict[str, Any]], paired: list[dict[str, Any]], runs: Sequence[dict[str, Any]]) -> str:
+    """``results.json``: the tables indented, then every run whole (its ``metrics.json``, so the report alone can
+    restore it) on one line each, which keeps long freeze traces from filling a line per number."""
+    head = {"summary": rows, "paired": paired}
+    lines = json.dumps(head, indent=2)[:-2].splitlines()  # without the closing "\n}"
+    body = ",\n".join(f"    {json.dumps(run)}" for run in runs)
+    return "\n".join([*lines[:-1], lines[-1] + ",", '  "runs": [', body, "  ]", "}"]) + "\n"
