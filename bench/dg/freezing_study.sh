@@ -3,7 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|report]...   (default: null w3 w4 vit3 vit4 extra report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest report)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -49,14 +50,25 @@ w4() { sweep cnn 4 "$CNN_BENCHMARKS" "${CORE[@]}"; }
 vit3() { sweep vit 3 rotated_mnist "${CORE[@]}"; }
 vit4() { sweep vit 4 rotated_mnist "${CORE[@]}"; }
 extra() { sweep cnn 3 "$CNN_BENCHMARKS" "${EXTRA[@]}"; sweep cnn 4 "$CNN_BENCHMARKS" "${EXTRA[@]}"; }
+retest() {  # the W4A4 held-out gain of the paper's GAQAT over LSQ + SAGM, re-tested on Rotated-MNIST's other held-out domains
+  for seed in 0 1 2; do
+    for held in 15 30 45 60; do
+      "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[cnn]}" --dataset rotated_mnist --bits 4 \
+        --methods sagm-qat gaqat --seeds "$seed" --test-domains "$held" --output-dir "$OUT/retest/rotated_mnist_cnn_w4/heldout_$held"
+    done
+  done
+}
 report() {  # paired tables over both held-out domains of each benchmark and precision (no training)
   for grid in "$OUT"/*_w?; do
     [[ -d $grid ]] && "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
+  local retest=("$OUT"/retest/rotated_mnist_cnn_w4/heldout_*/)
+  [[ -d ${retest[0]} ]] && "$PY" recipes/report_dg.py --sweeps "${retest[@]}" --output-dir "$OUT/retest/rotated_mnist_cnn_w4" \
+    --reference sagm-qat > /dev/null
   "$PY" bench/dg/freezing_pairs.py --root "$OUT" > /dev/null   # per benchmark and pooled, incl. the freezer's own effect
   "$PY" bench/dg/freezing_flag_rates.py --root "$OUT" > /dev/null   # the conflict test's flags in training vs its null
 }
 
-for part in "${@:-null w3 w4 vit3 vit4 extra report}"; do
+for part in "${@:-null w3 w4 vit3 vit4 extra retest report}"; do
   for p in $part; do "$p"; done
 done
