@@ -23,9 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from freezing_grids import title  # bench/dg, beside this script
-
-from gaqat_recipes.reporting.sweep_report import load_sweep_runs
+from freezing_grids import grid_runs, title  # bench/dg, beside this script
 
 RHO = 0.05
 
@@ -39,25 +37,23 @@ def null_rates(path: Path) -> dict[tuple[str, str, int], dict]:
 def trace_rates(root: Path) -> dict[tuple[str, str], dict]:
     """``{(grid, method): {"flagged", "frozen", "runs", "decisions", "evaluations", "config"}}`` over the runs with the test."""
     found: dict[tuple[str, str], dict] = {}
-    for grid in sorted(path for path in root.glob("*_w?") if path.is_dir()):
-        sweeps = [path for path in sorted(grid.glob("heldout_*")) if path.is_dir()]
-        for run in load_sweep_runs(sweeps) if sweeps else []:
+    for grid, runs in grid_runs(root):
+        for run in runs:
             trace = run.get("freeze_trace")
             if trace is not None:
                 if not trace.get("disorder"):
                     continue  # a method without the conflict test
                 # one value per decision (its mean over step sizes), as an evaluation's freeze report reads
                 disorder, frozen = (np.asarray(trace[key], dtype=float).mean(axis=1) for key in ("disorder", "frozen"))
-                decisions = len(trace["disorder"])
+                decisions, evaluations = len(disorder), 0
             else:  # restored from an older report: the freeze report at each evaluation
                 history = [h for h in run["history"] if h.get("mean_disorder")]
                 if not history:
                     continue
                 disorder = np.asarray([h["mean_disorder"] for h in history])
                 frozen = np.asarray([h["frozen_fraction"] for h in history])
-                decisions = 0
-            evaluations = 0 if trace is not None else len(disorder)
-            entry = found.setdefault((grid.name, run["config"]["method"]), {
+                decisions, evaluations = 0, len(history)
+            entry = found.setdefault((grid, run["config"]["method"]), {
                 "disorder": [], "frozen": [], "runs": 0, "decisions": 0, "evaluations": 0, "config": run["config"]})
             entry["disorder"].append(disorder)
             entry["frozen"].append(frozen)
@@ -77,9 +73,9 @@ def table(root: Path, null_path: Path) -> str:
         config = entry["config"]
         row = null.get((config["model"], config["dataset"], config["bits"]))
         reference = f"{row['sam']:.0%} / {row['random']:.0%}" if row else "not measured"
-        counts = [f"{entry['decisions']}"] * bool(entry["decisions"]) + [f"{entry['evaluations']} read at evaluations"] * bool(
-            entry["evaluations"])
-        decisions = " + ".join(counts)
+        counts = [f"{entry['decisions']}" if entry["decisions"] else "",
+                  f"{entry['evaluations']} read at evaluations" if entry["evaluations"] else ""]
+        decisions = " + ".join(count for count in counts if count)
         lines.append(f"| {title(grid)} | `{method}` | {entry['runs']} | {decisions} | {entry['flagged']:.0%} "
                      f"| {entry['frozen']:.1%} | {reference} |")
     return "\n".join(lines)

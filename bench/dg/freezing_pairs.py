@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from freezing_grids import MODELS, parse, title  # bench/dg, beside this script
+from freezing_grids import MODELS, grid_runs, parse, title  # bench/dg, beside this script
 
 from gaqat_recipes.methods import METHODS
 from gaqat_recipes.reporting.paired import paired_difference, verdict
-from gaqat_recipes.reporting.sweep_report import load_sweep_runs
 
 REFERENCE = "sagm-qat"
 EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
@@ -31,15 +30,10 @@ EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
 def load(root: Path) -> dict[str, list[dict]]:
     """``{benchmark grid name: runs}``, each run's held-out domain prefixed with its benchmark (pairs stay within one)."""
     grids = {}
-    for grid in sorted(path for path in root.glob("*_w?") if path.is_dir()):
-        sweeps = sorted(str(path) for path in grid.glob("heldout_*")  # runs/ on disk, or only the committed report
-                        if (path / "runs").is_dir() or (path / "results.json").is_file())
-        if not sweeps:
-            continue
-        runs = load_sweep_runs(sweeps)
+    for grid, runs in grid_runs(root):
         for run in runs:
-            run["config"] = {**run["config"], "test_domain": f"{grid.name}/{run['config']['test_domain']}"}
-        grids[grid.name] = runs
+            run["config"] = {**run["config"], "test_domain": f"{grid}/{run['config']['test_domain']}"}
+        grids[grid] = runs
     return grids
 
 

@@ -46,8 +46,7 @@ def load_sweep_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
         if not root.is_dir():
             raise FileNotFoundError(f"sweep folder {root} does not exist; pass folders written by run_sweep / sweep_dg.py")
         on_disk = {path.relative_to(root): json.loads(path.read_text()) for path in root.glob(METRICS_GLOB)}
-        stored = {path: run for path, run in _stored_runs(root).items() if path not in on_disk}
-        runs += [run for _, run in sorted({**on_disk, **stored}.items())]
+        runs += [run for _, run in sorted({**_stored_runs(root), **on_disk}.items())]  # a file on disk wins
     return runs
 
 
