@@ -9,6 +9,11 @@ verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out acc
 * oscillation freezing added to calibrated GAQAT on SAGM (``gaqat-osc`` − ``gaqat-cal-sagm``:
   the same optimizer with and without the freezer, so the difference is the freezer's).
 
+A grid re-tested on its other held-out domains (``<root>/retest/<grid>``, the methods that were best
+on the full grid) gets a second table: the re-test's domains alone (runs that did not shape the
+hypothesis) and every held-out domain of the benchmark (the grid's runs of those methods plus the
+re-test's).
+
 Usage:
     python bench/dg/freezing_pairs.py [--root bench/dg/freezing] [--output bench/dg/freezing/pairs.md]
 """
@@ -30,7 +35,7 @@ EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
 def load(root: Path) -> dict[str, list[dict]]:
     """``{benchmark grid name: runs}``, each run's held-out domain prefixed with its benchmark (pairs stay within one)."""
     grids = {}
-    for grid, runs in grid_runs(root):
+    for grid, runs in grid_runs(root) if root.is_dir() else ():
         for run in runs:
             run["config"] = {**run["config"], "test_domain": f"{grid}/{run['config']['test_domain']}"}
         grids[grid] = runs
@@ -48,6 +53,26 @@ def table(grids: dict[str, list[dict]]) -> str:
             if len(grids_of_model) > 1:
                 columns[f"{MODELS.get(model, model)} pooled"] = [run for grid in grids_of_model for run in mine[grid]]
         blocks.append(f"**W{bits}A{bits}**\n\n" + _table(columns))
+    return "\n\n".join(blocks)
+
+
+def retest_table(grids: dict[str, list[dict]], retests: dict[str, list[dict]]) -> str:
+    """Per re-tested grid: the re-test's domains alone and every held-out domain; pooled per model and precision."""
+    blocks = []
+    for bits in sorted({parse(grid)[2] for grid in retests}, reverse=True):
+        columns: dict[str, list[dict]] = {}
+        pooled: dict[str, list[tuple[list[dict], list[dict]]]] = {}
+        for grid in sorted(g for g in retests if parse(g)[2] == bits):
+            methods = {run["config"]["method"] for run in retests[grid]}
+            every = retests[grid] + [run for run in grids.get(grid, []) if run["config"]["method"] in methods]
+            name = title(grid, bits=False)
+            columns[f"{name}, re-test domains"], columns[f"{name}, every domain"] = retests[grid], every
+            pooled.setdefault(MODELS.get(parse(grid)[1], parse(grid)[1]), []).append((retests[grid], every))
+        for model, parts in pooled.items():
+            if len(parts) > 1:
+                columns[f"{model} pooled, re-test domains"] = [run for retest, _ in parts for run in retest]
+                columns[f"{model} pooled, every domain"] = [run for _, every in parts for run in every]
+        blocks.append(f"**W{bits}A{bits}, re-tested on every other held-out domain**\n\n" + _table(columns))
     return "\n\n".join(blocks)
 
 
@@ -78,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("bench/dg/freezing"))
     parser.add_argument("--output", type=Path, default=None, help="default: <root>/pairs.md")
     args = parser.parse_args(argv)
-    text = table(load(args.root)) + "\n"
+    grids, retests = load(args.root), load(args.root / "retest")
+    text = table(grids) + "\n"
+    if retests:
+        text += "\n" + retest_table(grids, retests) + "\n"
     output = args.output or args.root / "pairs.md"
     output.write_text(text)
     print(text)

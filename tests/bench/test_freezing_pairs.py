@@ -52,3 +52,22 @@ def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(
     assert names == ["MNIST-C CNN", "Rotated-MNIST CNN", "Rotated-MNIST ViT", "CNN pooled"]
     pooled = [cell.strip() for cell in row.strip("|").split("|")][7]
     assert pooled.startswith("+1.6 ± 0.3") and pooled.endswith("(4)")  # the ViT's +50 points stay out of the pool
+
+
+def test_retest_table_keeps_fresh_domains_apart_and_adds_the_grids_runs_of_the_retested_methods(tmp_path, bench_dg_script):
+    script = bench_dg_script("freezing_pairs")
+    for seed in range(3):
+        for method, val, test in (("sagm-qat", 0.90, 0.40), ("gaqat", 0.90, 0.50), ("qat-delayed", 0.80, 0.30)):
+            write_run(tmp_path, "mnist_c_cnn_w4", "fog", method, seed, val, test)   # the grid: gaqat +10 held-out
+        for domain in ("shear", "zigzag"):                                         # the re-test: gaqat +0
+            write_run(tmp_path / "retest", "mnist_c_cnn_w4", domain, "sagm-qat", seed, 0.90, 0.60)
+            write_run(tmp_path / "retest", "mnist_c_cnn_w4", domain, "gaqat", seed, 0.90 + 0.001 * seed, 0.60)
+    grids, retests = script.load(tmp_path), script.load(tmp_path / "retest")
+    text = script.retest_table(grids, retests)
+    assert text.startswith("**W4A4, re-tested on every other held-out domain**")
+    assert "qat-delayed" not in text                       # a method the re-test did not run stays out
+    row = next(line for line in text.splitlines() if line.startswith("| `gaqat` − `sagm-qat`"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert cells[0].endswith("(6)") and cells[1] == "+0.0 ± 0.0"        # re-test domains only: 2 domains x 3 seeds
+    assert cells[2].endswith("(9)") and cells[3] == "+3.3 ± 1.7"        # every domain: + the grid's 3 fog pairs
+    assert script.load(tmp_path / "missing") == {}                       # no re-test folder: no second table
