@@ -59,12 +59,16 @@ other_domains() {  # other_domains BENCHMARK: its held-out domains outside the f
 }
 retest() {  # the best three at W4A4 (CNN) on every other held-out domain; LSQ + SAGM vs the paper's GAQAT first, as a
             # re-test of the held-out gain the full grid showed; MNIST-C first (Rotated-MNIST's other angles have no gap)
+  local methods seed dataset held
   for methods in "${BEST[*]:0:2}" "${BEST[*]:2}"; do
-    for dataset in mnist_c rotated_mnist; do
-      for held in $(other_domains "$dataset"); do
-        # shellcheck disable=SC2086
-        "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[cnn]}" --dataset "$dataset" --bits 4 \
-          --methods $methods --seeds 0 1 2 --test-domains "$held" --output-dir "$OUT/retest/${dataset}_cnn_w4/heldout_$held"
+    for seed in 0 1 2; do   # seed by seed, every domain of both benchmarks first
+      for dataset in mnist_c rotated_mnist; do
+        for held in $(other_domains "$dataset"); do
+          # shellcheck disable=SC2086
+          "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[cnn]}" --dataset "$dataset" --bits 4 \
+            --methods $methods --seeds "$seed" --test-domains "$held" \
+            --output-dir "$OUT/retest/${dataset}_cnn_w4/heldout_$held"
+        done
       done
     done
   done
