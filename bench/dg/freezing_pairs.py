@@ -12,7 +12,7 @@ verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out acc
 A grid re-tested on its other held-out domains (``<root>/retest/<grid>``, the methods that were best
 on the full grid) gets a second table: the re-test's domains alone (runs that did not shape the
 hypothesis) and every held-out domain of the benchmark (the grid's runs of those methods plus the
-re-test's).
+re-test's), once over (domain, seed) pairs and once clustered by seed (many domains share a seed).
 
 Usage:
     python bench/dg/freezing_pairs.py [--root bench/dg/freezing] [--output bench/dg/freezing/pairs.md]
@@ -21,13 +21,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from freezing_grids import MODELS, grid_runs, parse, title  # bench/dg, beside this script
 
 from gaqat_recipes.methods import METHODS
-from gaqat_recipes.reporting.paired import paired_difference, verdict
+from gaqat_recipes.reporting.paired import paired_difference, seed_clustered_difference, verdict
 
+Difference = Callable[[list[dict], list[dict], str], tuple[float, float, int]]
 REFERENCE = "sagm-qat"
 EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
 
@@ -72,23 +74,26 @@ def retest_table(grids: dict[str, list[dict]], retests: dict[str, list[dict]]) -
             if len(parts) > 1:
                 columns[f"{model} pooled, re-test domains"] = [run for retest, _ in parts for run in retest]
                 columns[f"{model} pooled, every domain"] = [run for _, every in parts for run in every]
-        blocks.append(f"**W{bits}A{bits}, re-tested on every other held-out domain**\n\n" + _table(columns))
+        blocks.append(f"**W{bits}A{bits}, re-tested on every other held-out domain**\n\n" + _table(columns)
+                      + "\n\nThe same, clustered by seed: a seed's pairs (one per held-out domain, sharing the seed's"
+                      " initialization) averaged first, then mean ± SE over seeds; the verdict's degrees of freedom"
+                      " are seeds − 1.\n\n" + _table(columns, seed_clustered_difference, "seeds"))
     return "\n\n".join(blocks)
 
 
-def _table(columns: dict[str, list[dict]]) -> str:
+def _table(columns: dict[str, list[dict]], difference: Difference = paired_difference, unit: str = "pairs") -> str:
     every = [run for runs in columns.values() for run in runs]
     present = {run["config"]["method"] for run in every}
     methods = [m for m in METHODS if m in present and m != REFERENCE]
     comparisons = [(m, REFERENCE) for m in methods] + [pair for pair in EXTRA_PAIRS if set(pair) <= present]
-    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict (pairs) | {c}: Δ held-out" for c in columns) + " |",
+    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict ({unit}) | {c}: Δ held-out" for c in columns) + " |",
              "|---|" + "---|---|" * len(columns)]
     for method, reference in comparisons:
         cells = []
         for runs in columns.values():
             mine = [r for r in runs if r["config"]["method"] == method]
             theirs = [r for r in runs if r["config"]["method"] == reference]
-            val, test = paired_difference(mine, theirs, "val_acc"), paired_difference(mine, theirs, "test_acc")
+            val, test = difference(mine, theirs, "val_acc"), difference(mine, theirs, "test_acc")
             if val[2] == 0:
                 cells += ["–", "–"]
                 continue

@@ -70,4 +70,8 @@ def test_retest_table_keeps_fresh_domains_apart_and_adds_the_grids_runs_of_the_r
     cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
     assert cells[0].endswith("(6)") and cells[1] == "+0.0 ± 0.0"        # re-test domains only: 2 domains x 3 seeds
     assert cells[2].endswith("(9)") and cells[3] == "+3.3 ± 1.7"        # every domain: + the grid's 3 fog pairs
+    clustered = text.split("clustered by seed")[1]
+    row = next(line for line in clustered.splitlines() if line.startswith("| `gaqat` − `sagm-qat`"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert cells[0] == "+0.1 ± 0.1, no evidence (3)" and cells[2].endswith("(3)")  # 3 seeds, whatever the domains
     assert script.load(tmp_path / "missing") == {}                       # no re-test folder: no second table

@@ -143,3 +143,18 @@ def test_a_base_config_keeps_its_shared_options_in_every_variant(tiny_config, tm
                            root=tmp_path, log=lambda s: None)
     config = results["window_5"][0]["config"]
     assert (config["lr"], config["bits"], config["gaqat"], config["method"]) == (2e-3, 3, {"window": 5}, "gaqat")
+
+
+def test_seed_clustered_difference_averages_a_seeds_domains_before_the_standard_error():
+    from gaqat_recipes.reporting import seed_clustered_difference
+
+    def run(domain, seed, val):
+        return {"config": {"test_domain": domain, "seed": seed}, "selected": {"val_acc": val}}
+
+    # seed 0 gains 1 point on each of 4 domains, seed 1 gains 3: the unit is the seed, so SE = 1 over 2 seeds
+    mine = [run(d, s, 0.5 + (0.01 if s == 0 else 0.03)) for d in "abcd" for s in (0, 1)]
+    reference = [run(d, s, 0.5) for d in "abcd" for s in (0, 1)] + [run("e", 0, 0.1)]  # "e" has no pair
+    mean, se, seeds = seed_clustered_difference(mine, reference, "val_acc")
+    assert seeds == 2 and abs(mean - 0.02) < 1e-12 and abs(se - 0.01) < 1e-12
+    assert paired_difference(mine, reference, "val_acc")[2] == 8                   # the unclustered count
+    assert seed_clustered_difference([], reference, "val_acc")[2] == 0

@@ -8,7 +8,13 @@ Examples:
     | fp | 80.0 ± 0.0 | 1 |
 """
 
-from gaqat_recipes.reporting.paired import paired_comparisons, paired_difference, paired_markdown, verdict
+from gaqat_recipes.reporting.paired import (
+    paired_comparisons,
+    paired_difference,
+    paired_markdown,
+    seed_clustered_difference,
+    verdict,
+)
 from gaqat_recipes.reporting.plots import plot_ablation, plot_freeze_heatmap, plot_heldout_bars, plot_learning_curves, plot_run
 from gaqat_recipes.reporting.tables import markdown_table, summarize_runs
 
@@ -22,6 +28,7 @@ __all__ = [
     "plot_heldout_bars",
     "plot_learning_curves",
     "plot_run",
+    "seed_clustered_difference",
     "summarize_runs",
     "verdict",
 ]

@@ -81,6 +81,33 @@ def paired_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Map
     return float(diffs.mean()), se, int(diffs.size)
 
 
+def seed_clustered_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]],
+                              metric: str) -> tuple[float, float, int]:
+    """Like :func:`paired_difference`, but the pairs of each seed are averaged first: mean ± SE over seeds.
+
+    Runs of one seed share their initialization across held-out domains, so with many held-out domains
+    per seed their pairs are not independent; treating the seed as the unit gives a cautious standard
+    error. The count returned is the number of seeds (the degrees of freedom of :func:`verdict` follow it).
+
+    Examples:
+        >>> mk = lambda d, s, v: {"config": {"test_domain": d, "seed": s}, "selected": {"val_acc": v}}
+        >>> mine = [mk(d, s, 0.8 + 0.1 * s) for d in "ab" for s in (0, 1)]
+        >>> mean, se, seeds = seed_clustered_difference(mine, [mk(d, s, 0.7) for d in "ab" for s in (0, 1)], "val_acc")
+        >>> round(mean, 6), round(se, 6), seeds
+        (0.15, 0.05, 2)
+    """
+    ref = {pair_key(r): r["selected"][metric] for r in reference}
+    by_seed: dict[int, list[float]] = {}
+    for run in runs:
+        if pair_key(run) in ref:
+            by_seed.setdefault(pair_key(run)[1], []).append(run["selected"][metric] - ref[pair_key(run)])
+    means = np.asarray([np.mean(diffs) for diffs in by_seed.values()], dtype=float)
+    if means.size == 0:
+        return math.nan, math.nan, 0
+    se = float(means.std(ddof=1) / math.sqrt(means.size)) if means.size > 1 else 0.0
+    return float(means.mean()), se, int(means.size)
+
+
 def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
     """``better`` / ``worse`` when the paired mean exceeds :func:`critical_value` standard errors, else ``no evidence``.
 
