@@ -74,11 +74,16 @@ def paired_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Map
         (0.15, 0.05, 2)
     """
     ref = {pair_key(r): r["selected"][metric] for r in reference}
-    diffs = np.asarray([r["selected"][metric] - ref[pair_key(r)] for r in runs if pair_key(r) in ref], dtype=float)
-    if diffs.size == 0:
+    return _mean_and_se([r["selected"][metric] - ref[pair_key(r)] for r in runs if pair_key(r) in ref])
+
+
+def _mean_and_se(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, standard error (0 for one value) and count of ``values``; NaN, NaN, 0 when there are none."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
         return math.nan, math.nan, 0
-    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
-    return float(diffs.mean()), se, int(diffs.size)
+    se = float(array.std(ddof=1) / math.sqrt(array.size)) if array.size > 1 else 0.0
+    return float(array.mean()), se, int(array.size)
 
 
 def seed_clustered_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]],
@@ -101,11 +106,7 @@ def seed_clustered_difference(runs: Sequence[Mapping[str, Any]], reference: Sequ
     for run in runs:
         if pair_key(run) in ref:
             by_seed.setdefault(pair_key(run)[1], []).append(run["selected"][metric] - ref[pair_key(run)])
-    means = np.asarray([np.mean(diffs) for diffs in by_seed.values()], dtype=float)
-    if means.size == 0:
-        return math.nan, math.nan, 0
-    se = float(means.std(ddof=1) / math.sqrt(means.size)) if means.size > 1 else 0.0
-    return float(means.mean()), se, int(means.size)
+    return _mean_and_se([float(np.mean(diffs)) for diffs in by_seed.values()])
 
 
 def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
