@@ -3,8 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|report]...
-#        (default: null w3 w4 vit3 vit4 extra retest report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest retest3 report)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -50,29 +50,31 @@ w4() { sweep cnn 4 "$CNN_BENCHMARKS" "${CORE[@]}"; }
 vit3() { sweep vit 3 rotated_mnist "${CORE[@]}"; }
 vit4() { sweep vit 4 rotated_mnist "${CORE[@]}"; }
 extra() { sweep cnn 3 "$CNN_BENCHMARKS" "${EXTRA[@]}"; sweep cnn 4 "$CNN_BENCHMARKS" "${EXTRA[@]}"; }
-BEST=(sagm-qat gaqat gaqat-cal-sagm gaqat-osc)   # LSQ + SAGM and the three best at W4A4 by pooled validation
+BEST=(sagm-qat gaqat gaqat-cal-sagm gaqat-osc)   # LSQ + SAGM and the three best by pooled validation (W4A4 and W3A3)
 other_domains() {  # other_domains BENCHMARK: its held-out domains outside the full grid's two
   local grid=" ${DOMAINS[$1]} " domain
   for domain in $("$PY" -c "from gaqat_recipes.data import load_dg_dataset; print(*load_dg_dataset('$1'))"); do
     [[ $grid == *" $domain "* ]] || echo "$domain"
   done
 }
-retest() {  # the best three at W4A4 (CNN) on every other held-out domain; LSQ + SAGM vs the paper's GAQAT first, as a
-            # re-test of the held-out gain the full grid showed; MNIST-C first (Rotated-MNIST's other angles have no gap)
-  local methods seed dataset held
+retest_at() {  # retest_at BITS: LSQ + SAGM and the three best (CNN) on every other held-out domain; LSQ + SAGM vs the
+               # paper's GAQAT first, seed by seed, MNIST-C first (Rotated-MNIST's other angles have no gap)
+  local bits=$1 methods seed dataset held
   for methods in "${BEST[*]:0:2}" "${BEST[*]:2}"; do
     for seed in 0 1 2; do   # seed by seed, every domain of both benchmarks first
       for dataset in mnist_c rotated_mnist; do
         for held in $(other_domains "$dataset"); do
           # shellcheck disable=SC2086
-          "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[cnn]}" --dataset "$dataset" --bits 4 \
+          "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[cnn]}" --dataset "$dataset" --bits "$bits" \
             --methods $methods --seeds "$seed" --test-domains "$held" \
-            --output-dir "$OUT/retest/${dataset}_cnn_w4/heldout_$held"
+            --output-dir "$OUT/retest/${dataset}_cnn_w$bits/heldout_$held"
         done
       done
     done
   done
 }
+retest() { retest_at 4; }    # the W4A4 re-test of the held-out gain the full grid showed
+retest3() { retest_at 3; }   # the same methods at W3A3 (the best three there are the same: pooled validation)
 report() {  # paired tables per held-out domain and over each grid's held-out domains (no training), then the pooled tables
   local grid sweep
   for grid in "$OUT"/*_w? "$OUT"/retest/*_w?; do
@@ -86,6 +88,6 @@ report() {  # paired tables per held-out domain and over each grid's held-out do
   "$PY" bench/dg/freezing_flag_rates.py --root "$OUT" > /dev/null   # the conflict test's flags in training vs its null
 }
 
-for part in "${@:-null w3 w4 vit3 vit4 extra retest report}"; do
+for part in "${@:-null w3 w4 vit3 vit4 extra retest retest3 report}"; do
   for p in $part; do "$p"; done
 done
