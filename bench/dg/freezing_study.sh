@@ -11,7 +11,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/dg/freezing}
 JOBS=${JOBS:-2}
 COMMON=(--steps 2000 --patience 4 --eval-every 100 --batch-size 64 --lr 1e-3 --threads 1 --jobs "$JOBS"
-        --no-checkpoint --no-progress --no-plots)
+        --no-checkpoint --no-progress --no-plots --reference sagm-qat)   # folder reports: every method − LSQ + SAGM
 CORE=(sagm-qat gaqat gaqat-cal-sagm osc-qat gaqat-osc qat-delayed)   # LSQ + SAGM and what must beat it
 EXTRA=(sam-qat gaqat-cal osc-damp-qat)                               # the rest of the grid
 declare -A DOMAINS=([rotated_mnist]="75 0" [mnist_c]="fog canny_edges")
@@ -75,13 +75,11 @@ retest_at() {  # retest_at BITS: LSQ + SAGM and the three best (CNN) on every ot
 }
 retest() { retest_at 4; }    # the W4A4 re-test of the held-out gain the full grid showed
 retest3() { retest_at 3; }   # the same methods at W3A3 (the best three there are the same: pooled validation)
-report() {  # paired tables per held-out domain and over each grid's held-out domains (no training), then the pooled tables
-  local grid sweep
+report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
+            # its sweep, with LSQ + SAGM as reference), then the pooled tables
+  local grid
   for grid in "$OUT"/*_w? "$OUT"/retest/*_w?; do
     [[ -d $grid ]] || continue
-    for sweep in "$grid"/heldout_*/; do
-      "$PY" recipes/report_dg.py --sweeps "$sweep" --output-dir "$sweep" --reference sagm-qat > /dev/null
-    done
     "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
   "$PY" bench/dg/freezing_pairs.py --root "$OUT" > /dev/null   # per benchmark and pooled, incl. the freezer's own effect

@@ -259,10 +259,13 @@ def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[
     parser.add_argument("--launcher", default=None,
                         help="run each configuration as a subprocess of this command, e.g. 'python' or "
                              "'accelerate launch --multi_gpu --num_processes 2' (default: in this process)")
+    parser.add_argument("--reference", default=None, choices=list(METHODS),
+                        help="the folder report's paired table: every method minus this one (default: GAQAT minus "
+                             "each baseline)")
     add_train_arguments(parser, require_test_domain=False, exclude=SWEEP_FIELDS)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    sweep_keys = ("methods", "bits", "test_domains", "seeds", "output_dir", "launcher", "jobs")
+    sweep_keys = ("methods", "bits", "test_domains", "seeds", "output_dir", "launcher", "jobs", "reference")
     train_values = {k: v for k, v in vars(args).items() if k not in sweep_keys}
     try:
         base = config_from_args(argparse.Namespace(**train_values),
@@ -273,7 +276,7 @@ def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     except (ValueError, FileNotFoundError, TypeError) as err:
         parser.error(str(err))
-    runs = run_sweep(base, spec, args.output_dir, launcher=args.launcher, jobs=args.jobs)
+    runs = run_sweep(base, spec, args.output_dir, launcher=args.launcher, jobs=args.jobs, reference=args.reference)
     print((Path(args.output_dir) / "results.md").read_text())
     return runs
 

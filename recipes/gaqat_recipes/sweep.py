@@ -25,7 +25,7 @@ from typing import Any
 
 from gaqat_recipes.config import TrainConfig
 from gaqat_recipes.data.registry import load_dg_dataset
-from gaqat_recipes.methods import method_spec
+from gaqat_recipes.methods import METHODS, method_spec
 from gaqat_recipes.reporting.sweep_report import rebuild_sweep_report, restore_sweep_runs
 
 
@@ -119,6 +119,7 @@ def run_sweep(
     *,
     launcher: str | Sequence[str] | None = None,
     jobs: int = 1,
+    reference: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run (or resume) every configuration of the grid, rebuild the folder's report; return this grid's runs.
@@ -134,6 +135,8 @@ def run_sweep(
         jobs: how many runs train at the same time, each in its own process (the ``launcher``, default
             ``python``) with one torch thread unless ``base.threads`` says otherwise, and no progress bar
             (log lines instead).
+        reference: the folder report's paired table shows every method minus this one (e.g. ``"sagm-qat"``);
+            ``None``: GAQAT minus each baseline.
         log: where progress lines go.
 
     Examples:
@@ -148,6 +151,8 @@ def run_sweep(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if reference is not None and reference not in METHODS:
+        raise ValueError(f"unknown reference method {reference!r}; known: {', '.join(METHODS)}")
     configs = sweep_configs(base, spec, root)
     prefix = shlex.split(launcher) if isinstance(launcher, str) else list(launcher or [])
     if prefix == ["python"] or (jobs > 1 and not prefix):
@@ -185,7 +190,7 @@ def run_sweep(
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on a subprocess
             futures = {index: pool.submit(train, index, config) for index, config in pending}
             results.update({index: future.result() for index, future in futures.items()})
-    rebuild_sweep_report(root)
+    rebuild_sweep_report(root, reference)
     return [results[index] for index in sorted(results)]
 
 

@@ -141,3 +141,28 @@ def test_validation_over_several_held_out_domains_is_averaged_per_seed_not_poole
     row = summarize_runs(runs)[0]
     assert row["val"][0] == pytest.approx(0.80) and row["val"][1] == pytest.approx(0.0707107, rel=1e-5)
     assert "| 80.0 ± 7.1 | 4 |" in markdown_table([row])  # pooled over the 4 runs it would read 80.0 ± 8.2
+
+
+def test_sweep_with_a_reference_pairs_every_method_with_it_and_rejects_an_unknown_one(tiny_config, tmp_path, monkeypatch):
+    base = tiny_config(steps=1, eval_every=1, plots=False, save_checkpoint=False)
+    root = tmp_path / "sweep"
+    run_sweep(base, SweepSpec(methods=["qat", "sam-qat"], test_domains=["c"]), root, reference="qat", log=lambda s: None)
+    table = (root / "results.md").read_text()
+    assert "each method minus the reference" in table and "| LSQ + SAM W4A4 − LSQ W4A4 |" in table
+    assert json.loads((root / "results.json").read_text())["paired"][0]["baseline"] == "qat"
+
+    monkeypatch.setattr(run_module, "train_dg", lambda config: pytest.fail("trained before the reference was checked"))
+    with pytest.raises(ValueError, match="unknown reference method 'lsq'"):
+        run_sweep(base, SweepSpec(methods=["fp"], test_domains=["c"], seeds=[5]), root, reference="lsq", log=lambda s: None)
+
+
+def test_sweep_command_line_passes_the_reference_to_the_folder_report(toy_folder, tmp_path, capsys):
+    from gaqat_recipes.cli import sweep_main
+
+    flags = ["--dataset", toy_folder, "--model", "mnist_cnn_tiny", "--image-size", "16", "--steps", "1", "--eval-every", "1",
+             "--batch-size", "8", "--no-checkpoint", "--no-plots", "--no-progress", "--test-domains", "c",
+             "--output-dir", str(tmp_path / "cli")]
+    sweep_main([*flags, "--methods", "qat", "sam-qat", "--reference", "qat"])
+    assert "| LSQ + SAM W4A4 − LSQ W4A4 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sweep_main([*flags, "--methods", "qat", "--reference", "lsq"])

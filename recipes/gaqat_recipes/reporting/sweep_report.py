@@ -170,8 +170,10 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, refere
     return paths
 
 
-def rebuild_sweep_report(root: str | Path) -> dict[str, Path]:
+def rebuild_sweep_report(root: str | Path, reference: str | None = None) -> dict[str, Path]:
     """Rebuild ``root``'s report from every finished run in it, holding its lock while reading and writing.
+
+    ``reference`` is :func:`write_sweep_report`'s: a method name for "every method minus it" in the paired table.
 
     Examples:
         >>> import tempfile
@@ -185,7 +187,7 @@ def rebuild_sweep_report(root: str | Path) -> dict[str, Path]:
         runs = load_sweep_runs([root])
         if not runs:
             raise FileNotFoundError(f"no finished runs ({METRICS_GLOB}) under {root}")
-        return _write_report(runs, root, "")
+        return _write_report(runs, root, "", reference)
 
 
 def _report_json(rows: list[dict[str, Any]], paired: list[dict[str, Any]], runs: Sequence[dict[str, Any]]) -> str:
