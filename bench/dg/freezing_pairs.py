@@ -49,11 +49,7 @@ def table(grids: dict[str, list[dict]]) -> str:
     blocks = []
     for bits in sorted({parse(grid)[2] for grid in grids}, reverse=True):
         mine = {grid: runs for grid, runs in grids.items() if parse(grid)[2] == bits}
-        columns = {title(grid, bits=False): runs for grid, runs in mine.items()}
-        for model in sorted({parse(grid)[1] for grid in mine}):
-            grids_of_model = [grid for grid in mine if parse(grid)[1] == model]
-            if len(grids_of_model) > 1:
-                columns[f"{MODELS.get(model, model)} pooled"] = [run for grid in grids_of_model for run in mine[grid]]
+        columns = {title(grid, bits=False): runs for grid, runs in mine.items()} | pooled_by_model(mine)
         blocks.append(f"**W{bits}A{bits}**\n\n" + _table(columns))
     return "\n\n".join(blocks)
 
@@ -62,23 +58,30 @@ def retest_table(grids: dict[str, list[dict]], retests: dict[str, list[dict]]) -
     """Per re-tested grid: the re-test's domains alone and every held-out domain; pooled per model and precision."""
     blocks = []
     for bits in sorted({parse(grid)[2] for grid in retests}, reverse=True):
+        fresh = {grid: retests[grid] for grid in sorted(retests) if parse(grid)[2] == bits}
+        every = {}
         columns: dict[str, list[dict]] = {}
-        pooled: dict[str, list[tuple[list[dict], list[dict]]]] = {}
-        for grid in sorted(g for g in retests if parse(g)[2] == bits):
-            methods = {run["config"]["method"] for run in retests[grid]}
-            every = retests[grid] + [run for run in grids.get(grid, []) if run["config"]["method"] in methods]
+        for grid, runs in fresh.items():
+            methods = {run["config"]["method"] for run in runs}
+            every[grid] = runs + [run for run in grids.get(grid, []) if run["config"]["method"] in methods]
             name = title(grid, bits=False)
-            columns[f"{name}, re-test domains"], columns[f"{name}, every domain"] = retests[grid], every
-            pooled.setdefault(MODELS.get(parse(grid)[1], parse(grid)[1]), []).append((retests[grid], every))
-        for model, parts in pooled.items():
-            if len(parts) > 1:
-                columns[f"{model} pooled, re-test domains"] = [run for retest, _ in parts for run in retest]
-                columns[f"{model} pooled, every domain"] = [run for _, every in parts for run in every]
+            columns[f"{name}, re-test domains"], columns[f"{name}, every domain"] = runs, every[grid]
+        columns |= pooled_by_model(fresh, ", re-test domains") | pooled_by_model(every, ", every domain")
         blocks.append(f"**W{bits}A{bits}, re-tested on every other held-out domain**\n\n" + _table(columns)
                       + "\n\nThe same, clustered by seed: a seed's pairs (one per held-out domain, sharing the seed's"
                       " initialization) averaged first, then mean ± SE over seeds; the verdict's degrees of freedom"
                       " are seeds − 1.\n\n" + _table(columns, seed_clustered_difference, "seeds"))
     return "\n\n".join(blocks)
+
+
+def pooled_by_model(runs_by_grid: dict[str, list[dict]], suffix: str = "") -> dict[str, list[dict]]:
+    """``{"<model> pooled<suffix>": runs of all its grids}`` for each model with two or more grids in ``runs_by_grid``."""
+    pooled = {}
+    for model in sorted({parse(grid)[1] for grid in runs_by_grid}):
+        grids_of_model = [grid for grid in runs_by_grid if parse(grid)[1] == model]
+        if len(grids_of_model) > 1:
+            pooled[f"{MODELS.get(model, model)} pooled{suffix}"] = [run for g in grids_of_model for run in runs_by_grid[g]]
+    return pooled
 
 
 def _table(columns: dict[str, list[dict]], difference: Difference = paired_difference, unit: str = "pairs") -> str:
