@@ -12,7 +12,8 @@ verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out acc
 A grid re-tested on its other held-out domains (``<root>/retest/<grid>``, the methods that were best
 on the full grid) gets a second table: the re-test's domains alone (runs that did not shape the
 hypothesis) and every held-out domain of the benchmark (the grid's runs of those methods plus the
-re-test's), once over (domain, seed) pairs and once clustered by seed (many domains share a seed).
+re-test's). Every table comes twice: over (domain, seed) pairs, and clustered by seed (the runs of
+one seed share its random draws across held-out domains, so a seed's pairs are averaged before the standard error).
 
 Usage:
     python bench/dg/freezing_pairs.py [--root bench/dg/freezing] [--output bench/dg/freezing/pairs.md]
@@ -32,6 +33,9 @@ from gaqat_recipes.reporting.paired import paired_difference, seed_clustered_dif
 Difference = Callable[[list[dict], list[dict], str], tuple[float, float, int]]
 REFERENCE = "sagm-qat"
 EXTRA_PAIRS = (("gaqat-osc", "gaqat-cal-sagm"),)
+CLUSTERED = ("\n\nThe same, clustered by seed: a seed's pairs (one per held-out domain and benchmark, all drawn with"
+             " the same seed) averaged first, then mean ± SE over seeds; the verdict's degrees of freedom are"
+             " seeds − 1.\n\n")
 
 
 def load(root: Path) -> dict[str, list[dict]]:
@@ -50,7 +54,8 @@ def table(grids: dict[str, list[dict]]) -> str:
     for bits in sorted({parse(grid)[2] for grid in grids}, reverse=True):
         mine = {grid: runs for grid, runs in grids.items() if parse(grid)[2] == bits}
         columns = {title(grid, bits=False): runs for grid, runs in mine.items()} | pooled_by_model(mine)
-        blocks.append(f"**W{bits}A{bits}**\n\n" + _table(columns))
+        blocks.append(f"**W{bits}A{bits}**\n\n" + _table(columns)
+                      + CLUSTERED + _table(columns, seed_clustered_difference, "seeds"))
     return "\n\n".join(blocks)
 
 
@@ -68,9 +73,7 @@ def retest_table(grids: dict[str, list[dict]], retests: dict[str, list[dict]]) -
             columns[f"{name}, re-test domains"], columns[f"{name}, every domain"] = runs, every[grid]
         columns |= pooled_by_model(fresh, ", re-test domains") | pooled_by_model(every, ", every domain")
         blocks.append(f"**W{bits}A{bits}, re-tested on every other held-out domain**\n\n" + _table(columns)
-                      + "\n\nThe same, clustered by seed: a seed's pairs (one per held-out domain, sharing the seed's"
-                      " initialization) averaged first, then mean ± SE over seeds; the verdict's degrees of freedom"
-                      " are seeds − 1.\n\n" + _table(columns, seed_clustered_difference, "seeds"))
+                      + CLUSTERED + _table(columns, seed_clustered_difference, "seeds"))
     return "\n\n".join(blocks)
 
 

@@ -35,6 +35,10 @@ def test_pairs_stay_within_a_benchmark_and_pool_across_benchmarks(tmp_path, benc
     header = text.splitlines()[2]
     assert text.startswith("**W3A3**") and "MNIST-C CNN:" in header and "Rotated-MNIST CNN:" in header
     assert "CNN pooled:" in header
+    clustered = text.split("clustered by seed")[1]   # the same table with the seed as the unit: 3 seeds, not 6 pairs
+    row = next(line for line in clustered.splitlines() if line.startswith("| `gaqat` − `sagm-qat`"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert cells[0] == "-1.1 ± 0.1, worse (3)" and cells[4] == "+0.0 ± 0.0, no evidence (3)"
 
 
 def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(tmp_path, bench_dg_script):
@@ -47,7 +51,7 @@ def test_each_precision_has_its_table_and_models_pool_only_their_own_benchmarks(
     text = script.table(script.load(tmp_path))
     w4, w3 = text.split("**W3A3**")
     assert w4.startswith("**W4A4**") and "Rotated-MNIST CNN:" in w4 and "pooled" not in w4  # one CNN grid: no pool
-    header, _, row = w3.strip().splitlines()
+    header, _, row = w3.strip().split("\n\n")[0].splitlines()   # the first table of the block (pairs, then by seed)
     names = [cell.split(":")[0].strip() for cell in header.strip("|").split("|")[1::2]]
     assert names == ["MNIST-C CNN", "Rotated-MNIST CNN", "Rotated-MNIST ViT", "CNN pooled"]
     pooled = [cell.strip() for cell in row.strip("|").split("|")][7]
