@@ -229,6 +229,12 @@ SWEEP_FIELDS = ("method", "bits", "test_domain", "seed", "output_dir")
 """TrainConfig fields a sweep sets per run (its own flags take lists instead)."""
 
 
+def _add_reference_argument(parser: argparse.ArgumentParser) -> None:
+    """``--reference METHOD``, shared by the sweep and the combined report (both write the same paired table)."""
+    parser.add_argument("--reference", default=None, choices=list(METHODS),
+                        help="paired table of every method minus this one (default: GAQAT minus each baseline)")
+
+
 def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[str, Any]]:
     """Command line of the sweep: ``--methods``, ``--bits``, ``--test-domains``, ``--seeds``, ``--jobs`` and every training flag.
 
@@ -259,9 +265,7 @@ def sweep_main(argv: Sequence[str] | None = None, **defaults: Any) -> list[dict[
     parser.add_argument("--launcher", default=None,
                         help="run each configuration as a subprocess of this command, e.g. 'python' or "
                              "'accelerate launch --multi_gpu --num_processes 2' (default: in this process)")
-    parser.add_argument("--reference", default=None, choices=list(METHODS),
-                        help="the folder report's paired table: every method minus this one (default: GAQAT minus "
-                             "each baseline)")
+    _add_reference_argument(parser)
     add_train_arguments(parser, require_test_domain=False, exclude=SWEEP_FIELDS)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
@@ -296,8 +300,7 @@ def report_main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                      "heldout_accuracy.png (nothing is trained).")
     parser.add_argument("--sweeps", nargs="+", required=True, help="sweep folders (each with runs/**/metrics.json)")
     parser.add_argument("--output-dir", required=True, help="where the combined report goes (created if missing)")
-    parser.add_argument("--reference", default=None, choices=list(METHODS),
-                        help="paired table of every method minus this one (default: GAQAT minus each baseline)")
+    _add_reference_argument(parser)
     args = parser.parse_args(argv)
     try:
         runs = load_sweep_runs(args.sweeps)
