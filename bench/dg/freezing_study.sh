@@ -3,8 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|report]...
-#        (default: null w3 w4 vit3 vit4 extra retest retest3 report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -75,10 +75,27 @@ retest_at() {  # retest_at BITS: LSQ + SAGM and the three best (CNN) on every ot
 }
 retest() { retest_at 4; }    # the W4A4 re-test of the held-out gain the full grid showed
 retest3() { retest_at 3; }   # the same methods at W3A3 (the best three there are the same: pooled validation)
+long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation was still rising in most runs):
+           # LSQ + SAGM vs the paper's GAQAT first, then the two calibrated methods; seed by seed
+  local methods seed index dataset held
+  for methods in "${BEST[*]:0:2}" "${BEST[*]:2}"; do
+    for seed in 0 1 2; do
+      for index in 0 1; do
+        for dataset in $CNN_BENCHMARKS; do
+          read -ra held <<< "${DOMAINS[$dataset]}"
+          # shellcheck disable=SC2086
+          "$PY" recipes/sweep_dg.py "${COMMON[@]}" --steps 4000 --model "${MODELS[cnn]}" --dataset "$dataset" \
+            --bits 3 --methods $methods --seeds "$seed" --test-domains "${held[$index]}" \
+            --output-dir "$OUT/long/${dataset}_cnn_w3/heldout_${held[$index]}"
+        done
+      done
+    done
+  done
+}
 report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
             # its sweep, with LSQ + SAGM as reference), then the pooled tables
   local grid
-  for grid in "$OUT"/*_w? "$OUT"/retest/*_w?; do
+  for grid in "$OUT"/*_w? "$OUT"/retest/*_w? "$OUT"/long/*_w?; do
     [[ -d $grid ]] || continue
     "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
@@ -86,6 +103,6 @@ report() {  # paired tables over each grid's held-out domains (no training; each
   "$PY" bench/dg/freezing_flag_rates.py --root "$OUT" > /dev/null   # the conflict test's flags in training vs its null
 }
 
-for part in "${@:-null w3 w4 vit3 vit4 extra retest retest3 report}"; do
+for part in "${@:-null w3 w4 vit3 vit4 extra retest retest3 long3 report}"; do
   for p in $part; do "$p"; done
 done
