@@ -12,8 +12,11 @@ verdict, see :func:`gaqat_recipes.reporting.paired.verdict`) and of held-out acc
 A grid re-tested on its other held-out domains (``<root>/retest/<grid>``, the methods that were best
 on the full grid) gets a second table: the re-test's domains alone (runs that did not shape the
 hypothesis) and every held-out domain of the benchmark (the grid's runs of those methods plus the
-re-test's). Every table comes twice: over (domain, seed) pairs, and clustered by seed (the runs of
-one seed share its random draws across held-out domains, so a seed's pairs are averaged before the standard error).
+re-test's). A grid's cells trained again with a longer step cap (``<root>/long/<grid>``) get the same
+comparison against LSQ + SAGM at that cap, each method's longer run minus its run in the grid (what the
+longer training changed), and the steps selected and trained under both caps. Every comparison table
+comes twice: over (domain, seed) pairs, and clustered by seed (the runs of one seed share its random draws
+across held-out domains, so a seed's pairs are averaged before the standard error).
 
 Usage:
     python bench/dg/freezing_pairs.py [--root bench/dg/freezing] [--output bench/dg/freezing/pairs.md]
@@ -28,7 +31,7 @@ from pathlib import Path
 from freezing_grids import MODELS, grid_runs, parse, title  # bench/dg, beside this script
 
 from gaqat_recipes.methods import METHODS
-from gaqat_recipes.reporting.paired import paired_difference, seed_clustered_difference, verdict
+from gaqat_recipes.reporting.paired import pair_key, paired_difference, seed_clustered_difference, verdict
 
 Difference = Callable[[list[dict], list[dict], str], tuple[float, float, int]]
 REFERENCE = "sagm-qat"
@@ -77,6 +80,71 @@ def retest_table(grids: dict[str, list[dict]], retests: dict[str, list[dict]]) -
     return "\n\n".join(blocks)
 
 
+def long_table(grids: dict[str, list[dict]], longs: dict[str, list[dict]]) -> str:
+    """Per precision: the longer-capped runs against LSQ + SAGM, each method's longer run minus its grid run, and steps."""
+    blocks = []
+    for bits in sorted({parse(grid)[2] for grid in longs}, reverse=True):
+        mine = {grid: longs[grid] for grid in sorted(longs) if parse(grid)[2] == bits}
+        columns = {title(grid, bits=False): runs for grid, runs in mine.items()} | pooled_by_model(mine)
+        shorter = {grid: grids.get(grid, []) for grid in mine}
+        pooled_shorter = pooled_by_model(shorter)   # the same columns as the longer runs' pools
+        pairs = {title(grid, bits=False): (mine[grid], shorter[grid]) for grid in mine}
+        pairs |= {name: (runs, pooled_shorter[name]) for name, runs in pooled_by_model(mine).items()}
+        caps = sorted({run["config"].get("steps") for runs in mine.values() for run in runs} - {None})
+        cap = "/".join(str(steps) for steps in caps) or "a longer cap"
+        blocks.append(f"**W{bits}A{bits}, trained with a {cap}-step cap**\n\n" + _table(columns)
+                      + CLUSTERED + _table(columns, seed_clustered_difference, "seeds")
+                      + f"\n\nEach method's run with the {cap}-step cap minus its run in the grid (same benchmark, held-out"
+                      " domain and seed):\n\n" + _longer_minus_shorter(pairs)
+                      + CLUSTERED + _longer_minus_shorter(pairs, seed_clustered_difference, "seeds")
+                      + "\n\nSteps: the step selected by training-domain validation, mean (min–max), and the runs the"
+                      " cap ended (their last evaluation at the cap), for the same cells under both caps:\n\n"
+                      + _steps_table(mine, shorter))
+    return "\n\n".join(blocks)
+
+
+def _longer_minus_shorter(pairs: dict[str, tuple[list[dict], list[dict]]], difference: Difference = paired_difference,
+                          unit: str = "pairs") -> str:
+    methods = [m for m in METHODS if any(run["config"]["method"] == m for longer, _ in pairs.values() for run in longer)]
+    lines = ["| method | " + " | ".join(f"{c}: Δ val, verdict ({unit}) | {c}: Δ held-out" for c in pairs) + " |",
+             "|---|" + "---|---|" * len(pairs)]
+    for method in methods:
+        cells = []
+        for longer, shorter in pairs.values():
+            cells += _cells([r for r in longer if r["config"]["method"] == method],
+                            [r for r in shorter if r["config"]["method"] == method], difference)
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cells(runs: list[dict], reference: list[dict], difference: Difference) -> list[str]:
+    """``["Δ val ± SE, verdict (n)", "Δ held-out ± SE"]`` of ``runs`` minus ``reference``, or two dashes without a pair."""
+    val, test = difference(runs, reference, "val_acc"), difference(runs, reference, "test_acc")
+    if val[2] == 0:
+        return ["–", "–"]
+    return [f"{100 * val[0]:+.1f} ± {100 * val[1]:.1f}, {verdict(*val)} ({val[2]})",
+            f"{100 * test[0]:+.1f} ± {100 * test[1]:.1f}"]
+
+
+def _steps_table(longer_by_grid: dict[str, list[dict]], shorter_by_grid: dict[str, list[dict]]) -> str:
+    longer = [run for runs in longer_by_grid.values() for run in runs]
+    cells = {(*pair_key(run), run["config"]["method"]) for run in longer}
+    shorter = [run for runs in shorter_by_grid.values() for run in runs
+               if (*pair_key(run), run["config"]["method"]) in cells]
+    lines = ["| method | cap | selected step | ended by the cap | runs |", "|---|---|---|---|---|"]
+    for method in [m for m in METHODS if any(run["config"]["method"] == m for run in longer)]:
+        for runs in (shorter, longer):
+            mine = [run for run in runs if run["config"]["method"] == method]
+            if not mine:
+                continue
+            steps = [run["selected"]["step"] for run in mine]
+            capped = sum(run["history"][-1]["step"] >= run["config"]["steps"] for run in mine)
+            cap = "/".join(str(c) for c in sorted({run["config"]["steps"] for run in mine}))
+            lines.append(f"| `{method}` | {cap} | {sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)}) | "
+                         f"{capped} | {len(mine)} |")
+    return "\n".join(lines)
+
+
 def pooled_by_model(runs_by_grid: dict[str, list[dict]], suffix: str = "") -> dict[str, list[dict]]:
     """``{"<model> pooled<suffix>": runs of all its grids}`` for each model with two or more grids in ``runs_by_grid``."""
     pooled = {}
@@ -99,12 +167,7 @@ def _table(columns: dict[str, list[dict]], difference: Difference = paired_diffe
         for runs in columns.values():
             mine = [r for r in runs if r["config"]["method"] == method]
             theirs = [r for r in runs if r["config"]["method"] == reference]
-            val, test = difference(mine, theirs, "val_acc"), difference(mine, theirs, "test_acc")
-            if val[2] == 0:
-                cells += ["–", "–"]
-                continue
-            cells.append(f"{100 * val[0]:+.1f} ± {100 * val[1]:.1f}, {verdict(*val)} ({val[2]})")
-            cells.append(f"{100 * test[0]:+.1f} ± {100 * test[1]:.1f}")
+            cells += _cells(mine, theirs, difference)
         lines.append(f"| `{method}` − `{reference}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -114,10 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("bench/dg/freezing"))
     parser.add_argument("--output", type=Path, default=None, help="default: <root>/pairs.md")
     args = parser.parse_args(argv)
-    grids, retests = load(args.root), load(args.root / "retest")
+    grids, retests, longs = load(args.root), load(args.root / "retest"), load(args.root / "long")
     text = table(grids) + "\n"
     if retests:
         text += "\n" + retest_table(grids, retests) + "\n"
+    if longs:
+        text += "\n" + long_table(grids, longs) + "\n"
     output = args.output or args.root / "pairs.md"
     output.write_text(text)
     print(text)

@@ -79,3 +79,34 @@ def test_retest_table_keeps_fresh_domains_apart_and_adds_the_grids_runs_of_the_r
     cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
     assert cells[0] == "+0.1 ± 0.1, no evidence (3)" and cells[2].endswith("(3)")  # 3 seeds, whatever the domains
     assert script.load(tmp_path / "missing") == {}                       # no re-test folder: no second table
+
+
+def test_long_table_pairs_each_method_with_its_own_shorter_run_and_counts_the_runs_the_cap_ended(tmp_path, bench_dg_script):
+    script = bench_dg_script("freezing_pairs")
+
+    def run(root: Path, method: str, seed: int, val: float, steps: int, selected: int, last: int) -> None:
+        folder = root / "mnist_c_cnn_w3" / "heldout_fog" / "runs" / f"{method}_w3" / "test_fog" / f"seed_{seed}"
+        folder.mkdir(parents=True)
+        config = {"method": method, "bits": 3, "test_domain": "fog", "seed": seed, "steps": steps}
+        (folder / "metrics.json").write_text(json.dumps({
+            "config": config, "selected": {"val_acc": val, "test_acc": 0.5, "step": selected},
+            "history": [{"step": last}]}))
+
+    for seed in range(3):
+        run(tmp_path, "sagm-qat", seed, 0.80, 2000, 2000, 2000)
+        run(tmp_path, "gaqat", seed, 0.81, 2000, 1900, 2000)
+        run(tmp_path, "qat-delayed", seed, 0.70, 2000, 1000, 1400)          # not trained longer: stays out
+        run(tmp_path / "long", "sagm-qat", seed, 0.85 + 0.001 * seed, 4000, 3000, 3400)
+        run(tmp_path / "long", "gaqat", seed, 0.83 + 0.002 * seed, 4000, 3900 - 100 * seed, 4000 - 100 * seed)
+    text = script.long_table(script.load(tmp_path), script.load(tmp_path / "long"))
+    assert text.startswith("**W3A3, trained with a 4000-step cap**") and "qat-delayed" not in text
+    against_sagm = next(line for line in text.splitlines() if line.startswith("| `gaqat` − `sagm-qat`"))
+    assert against_sagm.split("|")[2].strip() == "-1.9 ± 0.1, worse (3)"    # at the 4000-step cap
+    longer = text.split("minus its run in the grid")[1].split("clustered by seed")[0]   # the pairs, not by seed
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in longer.splitlines()
+            if line.startswith("| `")}
+    assert rows["`sagm-qat`"] == "+5.1 ± 0.1, better (3)" and rows["`gaqat`"] == "+2.2 ± 0.1, better (3)"
+    steps = text.split("Steps:")[1]
+    assert "| `gaqat` | 2000 | 1900 (1900–1900) | 3 | 3 |" in steps
+    assert "| `gaqat` | 4000 | 3800 (3700–3900) | 1 | 3 |" in steps       # only seed 0 trained to the cap
+    assert "| `sagm-qat` | 4000 | 3000 (3000–3000) | 0 | 3 |" in steps
