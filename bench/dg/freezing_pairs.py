@@ -25,7 +25,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from freezing_grids import MODELS, grid_runs, parse, title  # bench/dg, beside this script
@@ -90,13 +90,13 @@ def long_table(grids: dict[str, list[dict]], longs: dict[str, list[dict]]) -> st
     blocks = []
     for bits in sorted({parse(grid)[2] for grid in longs}, reverse=True):
         mine = {grid: longs[grid] for grid in sorted(longs) if parse(grid)[2] == bits}
-        columns = {title(grid, bits=False): runs for grid, runs in mine.items()} | pooled_by_model(mine)
+        pooled = pooled_by_model(mine)
+        columns = {title(grid, bits=False): runs for grid, runs in mine.items()} | pooled
         shorter = {grid: grids.get(grid, []) for grid in mine}
         pooled_shorter = pooled_by_model(shorter)   # the same columns as the longer runs' pools
         pairs = {title(grid, bits=False): (mine[grid], shorter[grid]) for grid in mine}
-        pairs |= {name: (runs, pooled_shorter[name]) for name, runs in pooled_by_model(mine).items()}
-        caps = sorted({run["config"].get("steps") for runs in mine.values() for run in runs} - {None})
-        cap = "/".join(str(steps) for steps in caps) or "a longer cap"
+        pairs |= {name: (runs, pooled_shorter[name]) for name, runs in pooled.items()}
+        cap = _caps([run for runs in mine.values() for run in runs])
         blocks.append(f"**W{bits}A{bits}, trained with a {cap}-step cap**\n\n" + _table(columns)
                       + CLUSTERED + _table(columns, seed_clustered_difference, "seeds")
                       + f"\n\nEach method's run with the {cap}-step cap minus its run in the grid (same benchmark, held-out"
@@ -113,8 +113,7 @@ def long_table(grids: dict[str, list[dict]], longs: dict[str, list[dict]]) -> st
 def _longer_minus_shorter(pairs: dict[str, tuple[list[dict], list[dict]]], difference: Difference = paired_difference,
                           unit: str = "pairs") -> str:
     methods = [m for m in METHODS if any(run["config"]["method"] == m for longer, _ in pairs.values() for run in longer)]
-    lines = ["| method | " + " | ".join(f"{c}: Δ val ({unit}) | {c}: Δ held-out" for c in pairs) + " |",
-             "|---|" + "---|---|" * len(pairs)]
+    lines = _header("method", pairs, unit, decide=False)
     for method in methods:
         cells = []
         for longer, shorter in pairs.values():   # no verdict: see long_table
@@ -124,8 +123,17 @@ def _longer_minus_shorter(pairs: dict[str, tuple[list[dict], list[dict]]], diffe
     return "\n".join(lines)
 
 
+def _header(first: str, columns: Iterable[str], unit: str, decide: bool = True) -> list[str]:
+    """A table's header and separator lines: ``first``, then a validation and a held-out column per column name."""
+    names = list(columns)
+    val = "Δ val, verdict" if decide else "Δ val"
+    return [f"| {first} | " + " | ".join(f"{c}: {val} ({unit}) | {c}: Δ held-out" for c in names) + " |",
+            "|---|" + "---|---|" * len(names)]
+
+
 def _cells(runs: list[dict], reference: list[dict], difference: Difference, decide: bool = True) -> list[str]:
-    """``["Δ val ± SE, verdict (n)", "Δ held-out ± SE"]`` of ``runs`` minus ``reference``, or two dashes without a pair."""
+    """``["Δ val ± SE, verdict (n)", "Δ held-out ± SE"]`` (without the verdict unless ``decide``) of ``runs`` minus
+    ``reference``, or two dashes without a pair."""
     val, test = difference(runs, reference, "val_acc"), difference(runs, reference, "test_acc")
     if val[2] == 0:
         return ["–", "–"]
@@ -147,10 +155,14 @@ def _steps_table(longer_by_grid: dict[str, list[dict]], shorter_by_grid: dict[st
                 continue
             steps = [run["selected"]["step"] for run in mine]
             capped = sum(run["history"][-1]["step"] >= run["config"]["steps"] for run in mine)
-            cap = "/".join(str(c) for c in sorted({run["config"]["steps"] for run in mine}))
-            lines.append(f"| `{method}` | {cap} | {sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)}) | "
+            lines.append(f"| `{method}` | {_caps(mine)} | {sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)}) | "
                          f"{capped} | {len(mine)} |")
     return "\n".join(lines)
+
+
+def _caps(runs: list[dict]) -> str:
+    """The step caps (``--steps``) of ``runs``, ``/``-joined: ``"4000"``, or ``"2000/4000"`` for a mixture."""
+    return "/".join(str(steps) for steps in sorted({run["config"]["steps"] for run in runs}))
 
 
 def pooled_by_model(runs_by_grid: dict[str, list[dict]], suffix: str = "") -> dict[str, list[dict]]:
@@ -168,8 +180,7 @@ def _table(columns: dict[str, list[dict]], difference: Difference = paired_diffe
     present = {run["config"]["method"] for run in every}
     methods = [m for m in METHODS if m in present and m != REFERENCE]
     comparisons = [(m, REFERENCE) for m in methods] + [pair for pair in EXTRA_PAIRS if set(pair) <= present]
-    lines = ["| comparison | " + " | ".join(f"{c}: Δ val, verdict ({unit}) | {c}: Δ held-out" for c in columns) + " |",
-             "|---|" + "---|---|" * len(columns)]
+    lines = _header("comparison", columns, unit)
     for method, reference in comparisons:
         cells = []
         for runs in columns.values():

@@ -17,15 +17,17 @@ EXTRA=(sam-qat gaqat-cal osc-damp-qat)                               # the rest 
 declare -A DOMAINS=([rotated_mnist]="75 0" [mnist_c]="fog canny_edges")
 declare -A MODELS=([cnn]=mnist_cnn_small [vit]=recipes/configs/vit_rmnist_tiny.json)   # the ViT: 4 blocks, from scratch
 
+SWEEP_ARGS=()   # extra sweep_dg.py arguments for sweep (a part sets its own with `local`)
+SWEEP_DIR=      # a folder under $OUT for sweep's grids, with a trailing slash (same)
 sweep() {  # sweep MODEL BITS "BENCHMARKS" METHODS...: seed by seed, every (benchmark, held-out domain) cell of a seed first
   local model=$1 bits=$2 benchmarks=$3; shift 3
   for seed in 0 1 2; do
     for index in 0 1; do
       for dataset in $benchmarks; do
         read -ra held <<< "${DOMAINS[$dataset]}"
-        "$PY" recipes/sweep_dg.py "${COMMON[@]}" --model "${MODELS[$model]}" --dataset "$dataset" --bits "$bits" \
-          --methods "$@" --seeds "$seed" --test-domains "${held[$index]}" \
-          --output-dir "$OUT/${dataset}_${model}_w$bits/heldout_${held[$index]}"
+        "$PY" recipes/sweep_dg.py "${COMMON[@]}" "${SWEEP_ARGS[@]}" --model "${MODELS[$model]}" --dataset "$dataset" \
+          --bits "$bits" --methods "$@" --seeds "$seed" --test-domains "${held[$index]}" \
+          --output-dir "$OUT/$SWEEP_DIR${dataset}_${model}_w$bits/heldout_${held[$index]}"
       done
     done
   done
@@ -77,19 +79,11 @@ retest() { retest_at 4; }    # the W4A4 re-test of the held-out gain the full gr
 retest3() { retest_at 3; }   # the same methods at W3A3 (the best three there are the same: pooled validation)
 long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation was still rising in most runs):
            # LSQ + SAGM vs the paper's GAQAT first, then the two calibrated methods; seed by seed
-  local methods seed index dataset held
+  local SWEEP_DIR=long/ methods
+  local -a SWEEP_ARGS=(--steps 4000)
   for methods in "${BEST[*]:0:2}" "${BEST[*]:2}"; do
-    for seed in 0 1 2; do
-      for index in 0 1; do
-        for dataset in $CNN_BENCHMARKS; do
-          read -ra held <<< "${DOMAINS[$dataset]}"
-          # shellcheck disable=SC2086
-          "$PY" recipes/sweep_dg.py "${COMMON[@]}" --steps 4000 --model "${MODELS[cnn]}" --dataset "$dataset" \
-            --bits 3 --methods $methods --seeds "$seed" --test-domains "${held[$index]}" \
-            --output-dir "$OUT/long/${dataset}_cnn_w3/heldout_${held[$index]}"
-        done
-      done
-    done
+    # shellcheck disable=SC2086
+    sweep cnn 3 "$CNN_BENCHMARKS" $methods
   done
 }
 report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
