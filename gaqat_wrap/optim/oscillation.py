@@ -387,6 +387,22 @@ class OscillationFreezer:
         """
         return {role: (pinned.index.clone(), pinned.integer.clone()) for role, pinned in self._pinned.items()}
 
+    def frozen_share(self) -> float:
+        """Frozen weights over the weights of every quantized layer the freezer sees (tracked or not).
+
+        The share :meth:`report` adds up, without reading the frequencies back: cheap enough to log at
+        every evaluation.
+
+        Examples:
+            >>> from gaqat_wrap import quantize_model
+            >>> model = quantize_model(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)))
+            >>> OscillationFreezer(model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=10).frozen_share()
+            0.0
+        """
+        weights = sum(layer.numel for layer in self.layers) + sum(layer.numel for layer, _ in self.skipped)
+        frozen = sum(int(pinned.index.numel()) for pinned in self._pinned.values())
+        return frozen / weights if weights else 0.0
+
     def report(self) -> list[OscillationStatus]:
         """One :class:`OscillationStatus` per quantized layer: tracked ones first, then those left out.
 

@@ -187,6 +187,7 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
                 "test_acc": test["average"],
                 "frozen_fraction": frozen_fraction,
                 "mean_disorder": mean_disorder,
+                "frozen_weights_fraction": run.freezer.frozen_share() if run.freezer is not None else 0.0,
                 "elapsed_s": time.perf_counter() - started,
             }
             history.append(entry)
@@ -203,8 +204,10 @@ def fit(config: TrainConfig, model: torch.nn.Module, run: RunOptimizer, data: Ru
                 accelerator.log({k: v for k, v in entry.items() if isinstance(v, int | float)}, step=step)
             bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{val['average']:.3f}", test=f"{test['average']:.3f}")
             if log_lines:
+                weights = f" weights frozen {entry['frozen_weights_fraction']:.1%}" if run.freezer is not None else ""
                 print(f"[{name}] step {step}/{config.steps} loss {mean_loss:.3f} val {val['average']:.3f} "
-                      f"test {test['average']:.3f} frozen {frozen_fraction:.0%} ({entry['elapsed_s']:.0f}s)", flush=True)
+                      f"test {test['average']:.3f} frozen {frozen_fraction:.0%}{weights} ({entry['elapsed_s']:.0f}s)",
+                      flush=True)
             if config.patience is not None and evaluations_since_best >= config.patience:
                 stopped_step = step  # validation stopped rising: every rank evaluated the same, so all stop here
                 break

@@ -58,6 +58,7 @@ def test_a_weight_oscillating_between_two_integers_is_frozen_and_a_steadily_movi
     assert steady == sorted(steady) and steady[-1] == 6.0          # monotone: no reversal ever
     (index, integer), = freezer.frozen_integers().values()
     assert index.tolist() == [0]                                   # only the oscillating weight is frozen
+    assert freezer.frozen_share() == 0.5 == freezer.report()[0].frozen_share
     frozen_at = next(t for t, f in enumerate(_frequency_by_hand(oscillating, 0.1)) if f > 0.5)
     # frozen at round(EMA of q), the EMA starting at q_0 = 0 and running up to the freezing step
     assert integer.tolist() == [float(round(_ema_by_hand([0.0, *oscillating[:frozen_at + 1]], 0.1)))]

@@ -88,9 +88,12 @@ def test_without_a_progress_bar_every_evaluation_prints_a_log_line(tiny_config, 
     assert all(" loss " in line and " val " in line and " test " in line and line.endswith("s)") for line in lines)
 
 
-def test_oscillation_methods_report_their_freezer_and_delayed_quantization_starts_late(tiny_config):
+def test_oscillation_methods_report_their_freezer_and_delayed_quantization_starts_late(tiny_config, capsys):
     metrics = train_dg(tiny_config(method="osc-damp-qat"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[osc-damp-qat test=c seed=0] step")]
+    assert len(lines) == 2 and all(" weights frozen 0.0% " in line for line in lines)
     assert metrics["oscillation"]["steps"] == 4 and 0.0 <= metrics["oscillation"]["frozen_share"] <= 1.0
+    assert metrics["history"][-1]["frozen_weights_fraction"] == metrics["oscillation"]["frozen_share"]  # last step
     assert metrics["quantized_after_step"] is None
     delayed = train_dg(tiny_config(method="qat-delayed", steps=10, eval_every=5))
     assert delayed["quantized_after_step"] == 3 and delayed["oscillation"] is None   # 30% of 10 steps in FP

@@ -71,8 +71,7 @@ def _oscillation_summary(run: RunOptimizer) -> dict[str, Any] | None:
     if run.freezer is None:
         return None
     report = run.freezer.report()
-    weights = sum(s.weights for s in report)
-    return {"frozen_share": sum(s.frozen for s in report) / max(weights, 1), "steps": run.freezer.steps,
+    return {"frozen_share": run.freezer.frozen_share(), "steps": run.freezer.steps,
             "layers": {s.role: {"frozen": s.frozen, "weights": s.weights, "mean_frequency": round(s.mean_frequency, 6)}
                        for s in report}}
 
