@@ -58,6 +58,10 @@ MOSTLY_FROZEN = 0.9
 FAST_SCALE_LR = 0.5
 """An Adam-family learning rate at least this fraction of the smallest step size it updates draws a warning."""
 
+DEAD_CHANNEL_SCALE = 1e-4
+"""A per-channel step size below this fraction of its tensor's median belongs to a dead channel (weights all about
+zero, as in pretrained EfficientNets): the learning-rate warning leaves it out, since nothing it quantizes can clip."""
+
 SUPPORTED_ENGINES = "a single process or DistributedDataParallel (accelerate launch --multi_gpu, torchrun + DDP)"
 
 _GRAD_SCALER_ERROR = (
@@ -669,13 +673,17 @@ class GAQATOptimizer(Optimizer):
             group_scales = [p for p in group["params"] if id(p) in ids]
             if not group_scales or "betas" not in group:
                 continue
-            smallest = float(torch.stack([p.detach().abs().min().float() for p in group_scales]).min())
+            smallest_live, dead_channels = _smallest_live_step_size(group_scales)
+            smallest = float(smallest_live)
             lr = float(group["lr"])
             if lr >= FAST_SCALE_LR * smallest:
+                dead = int(dead_channels)  # read only when warning
+                ignored = (f" (leaving out {dead} step size{'s' * (dead > 1)} of dead channels, whose weights are all "
+                           "about zero)") if dead else ""
                 warn_at_caller(
                     f"an Adam-family optimizer moves every parameter by about lr = {lr:g} per step, while the smallest "
-                    f"quantizer step size it updates is {smallest:.3g}: a step size can double or collapse in one step "
-                    "and clip many weights. Give the step sizes their own, smaller learning rate, e.g. "
+                    f"quantizer step size it updates is {smallest:.3g}{ignored}: a step size can double or collapse in "
+                    "one step and clip many weights. Give the step sizes their own, smaller learning rate, e.g. "
                     "gaqat_wrap.param_groups(model, scale_lr=1e-5) (see 'Learning rate of the step sizes' in the "
                     "troubleshooting docs; warned once per optimizer).")
                 return
@@ -877,3 +885,21 @@ class GAQATOptimizer(Optimizer):
         tracker = ConflictTracker.from_state_dict(saved, self.config, device)
         tracker.align(roles)
         return tracker
+
+
+def _smallest_live_step_size(scales: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The smallest step size in ``scales`` outside dead channels (see :data:`DEAD_CHANNEL_SCALE`) and how many
+    dead ones were left out, as 0-d tensors (no read-back to the host); scalar step sizes are never dead.
+
+    Examples:
+        >>> smallest, dead = _smallest_live_step_size([torch.tensor([0.02, 1e-8, 0.03]), torch.tensor(0.5)])
+        >>> round(float(smallest), 6), int(dead)
+        (0.02, 1)
+    """
+    mins, dead = [], []
+    for scale in scales:
+        flat = scale.detach().abs().float().reshape(-1)
+        is_dead = flat < DEAD_CHANNEL_SCALE * flat.median() if flat.numel() > 1 else torch.zeros_like(flat, dtype=torch.bool)
+        mins.append(torch.where(is_dead, torch.inf, flat).min())
+        dead.append(is_dead.sum())
+    return torch.stack(mins).min(), torch.stack(dead).sum()

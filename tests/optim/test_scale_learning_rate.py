@@ -60,3 +60,22 @@ def test_eight_bit_weight_step_sizes_stay_put_with_a_small_scale_learning_rate(s
             opt.step(loss_closure(model, x, y))
     change = ((scale.detach() - start).abs() / start).max().item()
     assert (change > 0.5) if scale_lr is None else (change < 0.1)
+
+
+def model_with_a_dead_channel():
+    """The MLP with one per-channel weight step size at 1e-8, and the smallest of the others."""
+    model, data = build("mlp")
+    scales = step_sizes(model)
+    with torch.no_grad():
+        next(p for p in scales.values() if p.numel() > 1)[0] = 1e-8
+    live = min(float(p.detach().abs()[p.detach().abs() > 1e-6].min()) for p in scales.values())
+    return model, data, live
+
+
+def test_dead_channels_do_not_set_off_the_warning_and_are_named_when_it_fires():
+    """Pretrained EfficientNets have channels whose weights are all about 0: their step sizes (~1e-8) cannot clip."""
+    model, data, live = model_with_a_dead_channel()
+    assert warnings_of_one_step(model.parameters(), model, data, lr=0.1 * live) == []
+    model, data, live = model_with_a_dead_channel()
+    messages = warnings_of_one_step(model.parameters(), model, data, lr=live)
+    assert len(messages) == 1 and f"is {live:.3g} (leaving out 1 step size of dead channels" in messages[0]
