@@ -3,8 +3,8 @@
 Examples:
     >>> title("rotated_mnist_cnn_w3"), title("mnist_c_cnn_w4"), title("rotated_mnist_vit_w3", bits=False)
     ('Rotated-MNIST CNN W3A3', 'MNIST-C CNN W4A4', 'Rotated-MNIST ViT')
-    >>> parse("mnist_c_cnn_w3")
-    ('mnist_c', 'cnn', 3)
+    >>> parse("mnist_c_cnn_w3"), title("mnist_c_lite0_w3")
+    (('mnist_c', 'cnn', 3), 'MNIST-C Lite0 W3A3')
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from gaqat_recipes.reporting.sweep_report import load_sweep_runs
 
 BENCHMARKS = {"rotated_mnist": "Rotated-MNIST", "mnist_c": "MNIST-C"}
-MODELS = {"cnn": "CNN", "vit": "ViT"}
+MODELS = {"cnn": "CNN", "vit": "ViT", "lite0": "Lite0"}
 
 
 def parse(grid: str) -> tuple[str, str, int]:

