@@ -40,7 +40,7 @@ def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dic
     """Train one leave-one-domain-out run and return (and write) its metrics.
 
     Returns the dict written to ``metrics.json``: ``config``, ``history`` (one entry per evaluation:
-    step, train loss, validation / test accuracy, frozen fraction, mean disorder), ``selected`` (step,
+    step, train loss, validation / test accuracy, frozen step sizes, mean disorder, frozen weights), ``selected`` (step,
     validation and test accuracy per domain of the selected checkpoint), ``final`` (the same at the
     last step), ``method``, ``data``, ``freeze_trace``, ``wall_time_s``. ``config.threads`` (when set)
     is the torch thread count during the run only.
