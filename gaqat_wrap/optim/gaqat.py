@@ -889,17 +889,18 @@ class GAQATOptimizer(Optimizer):
 
 def _smallest_live_step_size(scales: list[Tensor]) -> tuple[Tensor, Tensor]:
     """The smallest step size in ``scales`` outside dead channels (see :data:`DEAD_CHANNEL_SCALE`) and how many
-    dead ones were left out, as 0-d tensors (no read-back to the host); scalar step sizes are never dead.
+    dead ones were left out, as 0-d tensors (no read-back to the host). A scalar step size is its own median, so it
+    is never dead.
 
     Examples:
-        >>> smallest, dead = _smallest_live_step_size([torch.tensor([0.02, 1e-8, 0.03]), torch.tensor(0.5)])
-        >>> round(float(smallest), 6), int(dead)
-        (0.02, 1)
+        >>> smallest, dead = _smallest_live_step_size([torch.tensor([0.02, 1e-8, 0.03]), torch.tensor([1e-9])])
+        >>> f"{float(smallest):.0e}", int(dead)   # the scalar 1e-9 is live (and the smallest), the 1e-8 channel dead
+        ('1e-09', 1)
     """
     mins, dead = [], []
     for scale in scales:
         flat = scale.detach().abs().float().reshape(-1)
-        is_dead = flat < DEAD_CHANNEL_SCALE * flat.median() if flat.numel() > 1 else torch.zeros_like(flat, dtype=torch.bool)
+        is_dead = flat < DEAD_CHANNEL_SCALE * flat.median()
         mins.append(torch.where(is_dead, torch.inf, flat).min())
         dead.append(is_dead.sum())
     return torch.stack(mins).min(), torch.stack(dead).sum()
