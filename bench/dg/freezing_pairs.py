@@ -31,7 +31,7 @@ from pathlib import Path
 from freezing_grids import MODELS, grid_runs, parse, title  # bench/dg, beside this script
 
 from gaqat_recipes.methods import METHODS
-from gaqat_recipes.reporting.paired import pair_key, paired_difference, seed_clustered_difference, verdict
+from gaqat_recipes.reporting.paired import difference_cell, pair_key, paired_difference, seed_clustered_difference, verdict
 
 Difference = Callable[[list[dict], list[dict], str], tuple[float, float, int]]
 REFERENCE = "sagm-qat"
@@ -138,8 +138,7 @@ def _cells(runs: list[dict], reference: list[dict], difference: Difference, deci
     if val[2] == 0:
         return ["–", "–"]
     decision = f", {verdict(*val)}" if decide else ""
-    return [f"{100 * val[0]:+.1f} ± {100 * val[1]:.1f}{decision} ({val[2]})",
-            f"{100 * test[0]:+.1f} ± {100 * test[1]:.1f}"]
+    return [f"{difference_cell(val)}{decision} ({val[2]})", difference_cell(test)]
 
 
 def _steps_table(longer_by_grid: dict[str, list[dict]], shorter_by_grid: dict[str, list[dict]]) -> str:

@@ -9,6 +9,7 @@ Examples:
 """
 
 from gaqat_recipes.reporting.paired import (
+    difference_cell,
     paired_comparisons,
     paired_difference,
     paired_markdown,
@@ -19,6 +20,7 @@ from gaqat_recipes.reporting.plots import plot_ablation, plot_freeze_heatmap, pl
 from gaqat_recipes.reporting.tables import markdown_table, summarize_runs
 
 __all__ = [
+    "difference_cell",
     "markdown_table",
     "paired_comparisons",
     "paired_difference",

@@ -63,8 +63,8 @@ def paired_difference(runs: Sequence[Mapping[str, Any]], reference: Sequence[Map
                       metric: str) -> tuple[float, float, int]:
     """Mean and standard error of ``run - reference`` of ``selected[metric]`` over runs paired by (domain, seed).
 
-    Only pairs present on both sides count; the standard error is 0 for a single pair and the mean is
-    NaN when there is no pair.
+    Only pairs present on both sides count; the standard error is 0 for a single pair (tables show it as
+    ``–``, see :func:`difference_cell`) and the mean is NaN when there is no pair.
 
     Examples:
         >>> mk = lambda d, s, v: {"config": {"test_domain": d, "seed": s}, "selected": {"val_acc": v}}
@@ -186,10 +186,20 @@ def paired_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
         |---|---|---|---|---|
         | GAQAT W4A4 − LSQ W4A4 | +2.1 ± 0.9 | +0.4 ± 0.3 | no evidence | 6 |
     """
-    def cell(stat: Sequence[float]) -> str:
-        return f"{100 * stat[0]:+.{digits}f} ± {100 * stat[1]:.{digits}f}"
-
     lines = ["| comparison | Δ held-out | Δ val (train domains) | verdict (val) | pairs |", "|---|---|---|---|---|"]
-    lines += [f"| {row['comparison']} | {cell(row['test'])} | {cell(row['val'])} | {row['verdict']} | {row['test'][2]} |"
-              for row in rows]
+    lines += [f"| {row['comparison']} | {difference_cell(row['test'], digits)} | {difference_cell(row['val'], digits)} "
+              f"| {row['verdict']} | {row['test'][2]} |" for row in rows]
     return "\n".join(lines)
+
+
+def difference_cell(stat: Sequence[float], digits: int = 1) -> str:
+    """``"+m ± se"`` in accuracy points of a (mean, standard error, pairs) difference.
+
+    A single pair has no standard error: it is shown as ``–``, not as a misleading ``0.0``.
+
+    Examples:
+        >>> difference_cell((0.021, 0.009, 6)), difference_cell((-0.012, 0.0, 1)), difference_cell((0.0, 0.0, 3))
+        ('+2.1 ± 0.9', '-1.2 ± –', '+0.0 ± 0.0')
+    """
+    spread = f"{100 * stat[1]:.{digits}f}" if stat[2] > 1 else "–"
+    return f"{100 * stat[0]:+.{digits}f} ± {spread}"

@@ -56,6 +56,12 @@ def test_the_verdict_comes_from_validation_not_from_the_held_out_domain():
     assert "| GAQAT W4A4 − LSQ + SAM W4A4 | +40.0 ± 0.0 | -1.1 ± 0.1 | worse | 3 |" in paired_markdown([row])
 
 
+
+def test_a_single_pair_has_no_standard_error_and_no_verdict():
+    (row,) = paired_comparisons([_run("gaqat", 4, "0", 0, 0.7, val=0.95), _run("qat", 4, "0", 0, 0.6, val=0.90)])
+    assert row["val"][2] == 1 and row["verdict"] == "no evidence"
+    assert "| GAQAT W4A4 − LSQ W4A4 | +10.0 ± – | +5.0 ± – | no evidence | 1 |" in paired_markdown([row])
+
 def test_sweep_report_adds_the_paired_table_only_when_gaqat_and_a_baseline_share_runs(tmp_path):
     write_sweep_report(_grid(), tmp_path / "with")
     text = (tmp_path / "with" / "results.md").read_text()
