@@ -85,9 +85,12 @@ def _ema_by_hand(states: list[float], m: float) -> float:
     return ema
 
 
-@pytest.mark.parametrize("name", ["mlp", "convnet"])
+@pytest.mark.parametrize("name", ["mlp", "convnet", "convnet-channels-last"])
 def test_sparse_scaled_tracking_equals_the_dense_equations_through_renormalisations(name):
-    model, data = build(name)
+    model, data = build(name.removesuffix("-channels-last"))
+    if name.endswith("-channels-last"):   # weights and inputs in NHWC memory: flat indices must stay logical
+        model = model.to(memory_format=torch.channels_last)
+        data = [(x.to(memory_format=torch.channels_last), y) for x, y in data]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     total = 45   # momentum 0.3: the scaled averages are renormalised every 39 steps
     reference = DenseReference(model, FAST["momentum"])
@@ -109,6 +112,9 @@ def test_sparse_scaled_tracking_equals_the_dense_equations_through_renormalisati
         assert torch.equal(integer, reference.frozen_value[role].reshape(-1)[index]), role
         live = ~reference.frozen[role]
         torch.testing.assert_close(frequency[live], reference.frequency[role][live], rtol=1e-5, atol=1e-6)
+    if name.endswith("-channels-last"):   # pinning wrote through the weights without changing their layout
+        assert all(layer.weight.is_contiguous(memory_format=torch.channels_last)
+                   for layer in freezer.layers if layer.weight.dim() == 4)
 
 
 def test_threshold_and_dampening_schedules_have_the_papers_values():
