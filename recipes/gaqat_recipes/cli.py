@@ -100,7 +100,8 @@ def _add_field(group: Any, name: str, hint: Any, default: Any, help_text: str, d
     flag = "--" + _SWITCH_NAMES.get(name, name).replace("_", "-")
     if default is not MISSING and "default" not in help_text:
         help_text = f"{help_text} (default: {default})"
-    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
+                              "help": help_text.replace("%", "%%")}   # argparse formats help with %
     if required:
         kwargs["required"] = True
     if kind is bool:

@@ -66,6 +66,8 @@ def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dic
                                                 image_size=config.image_size))
         model = build_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
                             image_size=config.image_size, in_chans=data.input_spec.channels)
+        if config.channels_last:   # 4-d weights only; convolutions then pick the NHWC kernels for any input
+            model = model.to(memory_format=torch.channels_last)
         spec = method_spec(config.method)
         if spec.quantized and not spec.delay_fraction:
             quantize_and_calibrate(model, data.tensors["train"], config)

@@ -41,6 +41,17 @@ def test_help_states_the_cpu_friendly_default_model_and_what_threads_and_cache_m
     assert "GiB" in helps["--cache-limit-gb"] and "pixels" in helps["--image-size"] and "same as lr" in helps["--scale-lr"]
 
 
+
+@pytest.mark.parametrize("main", [cli_module.main, cli_module.sweep_main, cli_module.report_main, cli_module.ablation_main])
+def test_help_prints_for_every_command_even_with_a_percent_sign_in_a_help_text(main, capsys):
+    with pytest.raises(SystemExit) as exit_info:   # argparse formats help with %: a bare "30%" used to crash --help
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out
+    if main is not cli_module.report_main:
+        assert "--channels-last" in out and "30% less" in out
+
 def test_every_gaqat_config_field_is_a_flag_with_its_documented_help_and_the_cores_choices():
     actions = {a.dest: a for a in _parser()._actions}
     documented = attribute_help(GAQATConfig)

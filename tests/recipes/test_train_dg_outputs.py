@@ -108,3 +108,33 @@ def test_patience_stops_once_validation_stops_rising(tiny_config):
     best = metrics["selected"]["step"]
     assert metrics["stopped_step"] == steps[-1] < 40
     assert steps[-1] - best == 2 and all(h["val_acc"] <= metrics["selected"]["val_acc"] for h in metrics["history"])
+
+
+def test_channels_last_trains_the_same_model_and_its_checkpoint_reloads(tiny_config, tmp_path):
+    options = {"method": "gaqat-osc", "eval_every": 1, "gaqat": {"window": 4}}   # SAGM pass + oscillation freezer
+    plain = train_dg(tiny_config(steps=1, output_dir=str(tmp_path / "plain"), **options))
+    config = tiny_config(steps=3, channels_last=True, output_dir=str(tmp_path / "nhwc"), **options)
+    nhwc = train_dg(config)
+    assert nhwc["config"]["channels_last"] is True and plain["config"]["channels_last"] is False
+    # the first step's loss is the initial model's: the same up to float rounding in either layout
+    assert nhwc["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=1e-5)
+    model, loaded, _ = load_checkpoint(Path(config.output_dir) / "checkpoint")
+    assert loaded.channels_last and all(p.is_contiguous() for p in model.parameters())  # stored plain
+
+
+def test_batchnorm_is_reestimated_before_every_evaluation(tiny_config, monkeypatch):
+    import gaqat_recipes.loop as loop
+
+    calls = []
+
+    def spy(model, batches, num_batches):
+        used = real(model, batches, num_batches=num_batches)
+        calls.append((used, model.training))
+        return used
+
+    real = loop.reestimate_batchnorm
+    monkeypatch.setattr(loop, "reestimate_batchnorm", spy)
+    metrics = train_dg(tiny_config(model="resnet10t", method="qat", steps=4, eval_every=2, reestimate_bn=2,
+                                   channels_last=True))
+    assert [h["step"] for h in metrics["history"]] == [2, 4]
+    assert calls == [(2, True), (2, True)]   # two batches each time, and training resumes in train mode
