@@ -62,7 +62,7 @@ class TrainConfig:
         reestimate_bn: before every evaluation, re-estimate the BatchNorm statistics on this many training
             batches (``gaqat_wrap.reestimate_batchnorm``); 0 (default): off. Models without BatchNorm ignore it.
         channels_last: store the model's convolution weights channels-last (NHWC) for faster convolutions;
-            the input batches stay as they are. Pretrained EfficientNet-Lite0 at 32 px, W3A3: about 30% less
+            the input batches stay as they are. EfficientNet-Lite0 at 32 px, W3A3: about 30% less
             time per LSQ step on one CPU core. The same model up to float rounding, not bit-identical runs.
         max_train_examples: train on this many random training examples only (quick checks); default: all.
         cache_limit_gb: the whole dataset is decoded once into float tensors when that needs at most this
