@@ -98,6 +98,10 @@ report() {  # paired tables over each grid's held-out domains (no training; each
   local grid
   for grid in "$OUT"/*_w? "$OUT"/retest/*_w? "$OUT"/long/*_w?; do
     [[ -d $grid ]] || continue
+    if ! compgen -G "$grid/heldout_*/results.json" > /dev/null \
+       && ! compgen -G "$grid/heldout_*/runs/*/*/*/metrics.json" > /dev/null; then
+      echo "report: $grid has no finished run yet, skipped" >&2; continue   # a part still running its first runs
+    fi
     "$PY" recipes/report_dg.py --sweeps "$grid"/heldout_*/ --output-dir "$grid" --reference sagm-qat > /dev/null
   done
   "$PY" bench/dg/freezing_pairs.py --root "$OUT" > /dev/null   # per benchmark and pooled, incl. the freezer's own effect

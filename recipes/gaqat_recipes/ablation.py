@@ -199,19 +199,28 @@ def ablation_table(rows: Sequence[Mapping[str, Any]]) -> str:
         | variant | change | val (train domains) | Δ val vs default | held-out | Δ held-out | frozen | verdict (val) | runs |
         |---|---|---|---|---|---|---|---|---|
         | default | library defaults | 90.0 ± 1.0 | – | 70.0 ± 2.0 | – | 10.0% | reference | 3 |
+
+        A single run (or a single pair) has no spread, shown as ``–`` rather than a misleading ``0.0``:
+
+        >>> print(ablation_table([{"name": "window_5", "change": "window=5", "val": (0.9, 0.0), "test": (0.7, 0.0),
+        ...                        "val_diff": (0.012, 0.0), "test_diff": (-0.03, 0.0), "pairs": 1,
+        ...                        "frozen_fraction": 0.1, "verdict": "no evidence", "runs": 1}]).splitlines()[-1])
+        | window_5 | window=5 | 90.0 ± – | +1.2 ± – | 70.0 ± – | -3.0 ± – | 10.0% | no evidence | 1 |
     """
     header = ["variant", "change", "val (train domains)", f"Δ val vs {REFERENCE}", "held-out", "Δ held-out", "frozen",
               "verdict (val)", "runs"]
 
-    def pm(stat: Sequence[float] | None, signed: bool = False) -> str:
+    def pm(stat: Sequence[float] | None, samples: int | None, signed: bool = False) -> str:
         if stat is None:
             return "–"
-        return f"{100 * stat[0]:{'+' if signed else ''}.1f} ± {100 * stat[1]:.1f}"
+        spread = "–" if samples == 1 else f"{100 * stat[1]:.1f}"  # one run or pair has no spread, not a zero one
+        return f"{100 * stat[0]:{'+' if signed else ''}.1f} ± {spread}"
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["name"], row["change"], pm(row["val"]), pm(row.get("val_diff"), True), pm(row["test"]),
-                 pm(row.get("test_diff"), True), f"{100 * row['frozen_fraction']:.1f}%",
+        runs, pairs = row["runs"], row.get("pairs")
+        cells = [row["name"], row["change"], pm(row["val"], runs), pm(row.get("val_diff"), pairs, True),
+                 pm(row["test"], runs), pm(row.get("test_diff"), pairs, True), f"{100 * row['frozen_fraction']:.1f}%",
                  row.get("verdict", "reference"), str(row["runs"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -132,7 +132,7 @@ def test_combined_report_reads_runs_of_separate_sweep_folders(tmp_path, capsys):
     assert [r["config"]["test_domain"] for r in runs] == ["0", "75"]
     report_main(["--sweeps", str(tmp_path / "heldout_0"), str(tmp_path / "heldout_75"), "--output-dir", str(tmp_path / "all")])
     table = (tmp_path / "all" / "results.md").read_text()
-    assert "| LSQ W3A3 | 60.0 ± 0.0 | 80.0 ± 0.0 | 70.0 (1 seed) |" in table
+    assert "| LSQ W3A3 | 60.0 ± – | 80.0 ± – | 70.0 (1 seed) |" in table
     assert table in capsys.readouterr().out
     assert write_sweep_report(runs, tmp_path / "again")["table"].read_text() == table
 

@@ -20,7 +20,7 @@ def test_two_run_sweep_writes_table_json_and_plot_then_resumes(tiny_config, tmp_
     table = (root / "results.md").read_text()
     assert "| method | test c | val (train domains) | runs |" in table
     for run, label in zip(runs, ("FP (ERM)", "LSQ W4A4"), strict=True):
-        assert f"| {label} | {100 * run['selected']['test_acc']:.1f} ± 0.0 |" in table
+        assert f"| {label} | {100 * run['selected']['test_acc']:.1f} ± – |" in table
     saved = json.loads((root / "results.json").read_text())
     assert len(saved["runs"]) == 2 and [row["label"] for row in saved["summary"]] == ["FP (ERM)", "LSQ W4A4"]
     assert (root / "heldout_accuracy.png").stat().st_size > 0
@@ -93,7 +93,7 @@ def test_average_over_domains_uses_only_seeds_that_cover_every_domain():
     assert qat["domains"]["75"][0] == pytest.approx(0.65)  # the per-domain column keeps every seed
     assert gaqat["average"] is None and gaqat["average_seeds"] == 0  # never ran 15°
     table = markdown_table([qat, gaqat])
-    assert "| LSQ W3A3 | 90.0 ± 0.0 | 65.0 ± 7.1 | 75.0 (1 seed) |" in table
+    assert "| LSQ W3A3 | 90.0 ± – | 65.0 ± 7.1 | 75.0 (1 seed) |" in table
     assert "| GAQAT W3A3 | – | 65.0 ± 21.2 | – |" in table
 
 

@@ -56,7 +56,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     Each row: ``label``, ``method``, ``bits`` (``None`` for full precision), ``domains`` ({test domain:
     (mean, std)} of the selected test accuracy), ``average`` ((mean, std) over seeds of the per-seed mean
     over held-out domains), ``average_seeds`` (how many seeds that is), ``val`` (the same for the
-    selected training-domain validation accuracy), ``runs``.
+    selected training-domain validation accuracy), ``runs`` and ``domain_runs`` ({test domain: runs}).
 
     The averages use only the seeds that have a run on **every** held-out domain present in ``runs``
     (so rows stay comparable when some domains have more seeds than others); they are ``None`` when no
@@ -97,6 +97,7 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "method": method,
             "bits": bits,
             "domains": {domain: mean_std(values) for domain, values in by_domain.items()},
+            "domain_runs": {domain: len(values) for domain, values in by_domain.items()},
             "average": seed_average("test_acc"),
             "average_seeds": len(complete),
             "val": seed_average("val_acc"),
@@ -110,7 +111,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
 
     Columns: one per held-out domain, ``average`` (when there are several), ``val`` (training-domain
     validation accuracy of the selected checkpoints, when present) and ``runs``. An average over a
-    single seed is shown without a spread, as ``mean (1 seed)``.
+    single seed is shown without a spread, as ``mean (1 seed)``; a held-out column or ``val`` that rests
+    on one run shows its spread as ``–`` (rows without ``domain_runs`` / ``average_seeds`` keep ``± std``).
 
     Examples:
         >>> print(markdown_table([{"label": "GAQAT W4A4", "domains": {"0": (0.91, 0.01), "75": (0.8, 0.02)},
@@ -118,6 +120,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
         | method | test 0 | test 75 | average | val (train domains) | runs |
         |---|---|---|---|---|---|
         | GAQAT W4A4 | 91.0 ± 1.0 | 80.0 ± 2.0 | 85.5 ± 0.5 | 97.0 ± 0.0 | 2 |
+        >>> print(markdown_table([{"label": "LSQ W4A4", "domains": {"0": (0.9, 0.0)}, "domain_runs": {"0": 1},
+        ...                        "average": (0.9, 0.0), "average_seeds": 1, "val": (0.95, 0.0), "runs": 1}]))
+        | method | test 0 | val (train domains) | runs |
+        |---|---|---|---|
+        | LSQ W4A4 | 90.0 ± – | 95.0 ± – | 1 |
     """
     domains: list[str] = []
     for row in rows:
@@ -129,17 +136,20 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
     header += ["val (train domains)"] if with_val else []
     header += ["runs"]
 
-    def cell(stat: tuple[float, float] | None) -> str:
-        return "–" if stat is None else f"{100 * stat[0]:.{digits}f} ± {100 * stat[1]:.{digits}f}"
+    def cell(stat: tuple[float, float] | None, samples: int | None = None) -> str:
+        if stat is None:
+            return "–"
+        spread = "–" if samples == 1 else f"{100 * stat[1]:.{digits}f}"  # one run has no spread, not a zero one
+        return f"{100 * stat[0]:.{digits}f} ± {spread}"
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["label"], *[cell(row["domains"].get(d)) for d in domains]]
+        cells = [row["label"], *[cell(row["domains"].get(d), row.get("domain_runs", {}).get(d)) for d in domains]]
         average = cell(row["average"])
         if row.get("average_seeds") == 1 and row["average"] is not None:
             average = f"{100 * row['average'][0]:.{digits}f} (1 seed)"
         cells += [average] if len(domains) > 1 else []
-        cells += [cell(row.get("val"))] if with_val else []
+        cells += [cell(row.get("val"), row.get("average_seeds"))] if with_val else []
         cells += [str(row["runs"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
