@@ -28,7 +28,7 @@ from gaqat_recipes.config import TrainConfig
 from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
 from gaqat_recipes.reporting.paired import CONFIDENCE, VERDICT_RULE, paired_difference, verdict
 from gaqat_recipes.reporting.plots import plot_ablation
-from gaqat_recipes.reporting.tables import mean_std
+from gaqat_recipes.reporting.tables import mean_std, spread_cell
 from gaqat_recipes.sweep import SweepSpec, run_sweep
 from gaqat_wrap import GAQATConfig
 
@@ -211,10 +211,7 @@ def ablation_table(rows: Sequence[Mapping[str, Any]]) -> str:
               "verdict (val)", "runs"]
 
     def pm(stat: Sequence[float] | None, samples: int | None, signed: bool = False) -> str:
-        if stat is None:
-            return "–"
-        spread = "–" if samples == 1 else f"{100 * stat[1]:.1f}"  # one run or pair has no spread, not a zero one
-        return f"{100 * stat[0]:{'+' if signed else ''}.1f} ± {spread}"
+        return "–" if stat is None else spread_cell(stat[0], stat[1], samples, signed=signed)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:

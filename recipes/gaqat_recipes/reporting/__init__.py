@@ -2,10 +2,11 @@
 
 Examples:
     >>> from gaqat_recipes.reporting import markdown_table
-    >>> print(markdown_table([{"label": "fp", "domains": {"75": (0.8, 0.0)}, "average": (0.8, 0.0), "runs": 1}]))
+    >>> print(markdown_table([{"label": "fp", "domains": {"75": (0.8, 0.01)}, "domain_runs": {"75": 3},
+    ...                        "average": (0.8, 0.01), "runs": 3}]))
     | method | test 75 | runs |
     |---|---|---|
-    | fp | 80.0 ± 0.0 | 1 |
+    | fp | 80.0 ± 1.0 | 3 |
 """
 
 from gaqat_recipes.reporting.paired import (

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from gaqat_recipes.reporting.tables import spread_cell
+
 CONFIDENCE = 0.95
 """Two-sided confidence of the verdict: a paired mean counts as evidence beyond ``critical_value(pairs)`` SE."""
 
@@ -201,5 +203,4 @@ def difference_cell(stat: Sequence[float], digits: int = 1) -> str:
         >>> difference_cell((0.021, 0.009, 6)), difference_cell((-0.012, 0.0, 1)), difference_cell((0.0, 0.0, 3))
         ('+2.1 ± 0.9', '-1.2 ± –', '+0.0 ± 0.0')
     """
-    spread = f"{100 * stat[1]:.{digits}f}" if stat[2] > 1 else "–"
-    return f"{100 * stat[0]:+.{digits}f} ± {spread}"
+    return spread_cell(stat[0], stat[1], stat[2], digits, signed=True)

@@ -27,6 +27,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
+def spread_cell(mean: float, spread: float, samples: int | None, digits: int = 1, signed: bool = False) -> str:
+    """``"m ± spread"`` in points of a fraction's mean and spread (std or standard error) over ``samples``.
+
+    Fewer than two samples (one run, or one pair) have no spread: it is shown as ``–``, not as a measured
+    ``0.0``. ``samples=None`` (unknown) shows the spread given.
+
+    Examples:
+        >>> spread_cell(0.9, 0.012, 3), spread_cell(0.9, 0.0, 1), spread_cell(-0.012, 0.0, 1, signed=True)
+        ('90.0 ± 1.2', '90.0 ± –', '-1.2 ± –')
+    """
+    shown = "–" if samples is not None and samples < 2 else f"{100 * spread:.{digits}f}"
+    return f"{100 * mean:{'+' if signed else ''}.{digits}f} ± {shown}"
+
+
 def run_label(metrics: Mapping[str, Any]) -> str:
     """Row label of a run: the method's label, with ``W<b>A<b>`` for quantized methods.
 
@@ -137,10 +151,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
     header += ["runs"]
 
     def cell(stat: tuple[float, float] | None, samples: int | None = None) -> str:
-        if stat is None:
-            return "–"
-        spread = "–" if samples == 1 else f"{100 * stat[1]:.{digits}f}"  # one run has no spread, not a zero one
-        return f"{100 * stat[0]:.{digits}f} ± {spread}"
+        return "–" if stat is None else spread_cell(*stat, samples, digits)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
