@@ -92,8 +92,8 @@ long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation 
   done
 }
 lite0() {  # pretrained EfficientNet-Lite0 on MNIST-C at 32 px, W3A3 then W4A4, the grid's methods (36 runs each).
-           # 17-50 min per run on one CPU core with channels-last (a two-pass method 45-50; the W3A3 fog seed-0
-           # cell, 6 runs, is done): meant for a GPU, e.g. JOBS=8. Its runs were still rising at step 2000.
+           # 17-57 min per run on one CPU core with channels-last (a two-pass method 45-57; W3A3 seed 0's two
+           # cells, 12 runs, are done): meant for a GPU, e.g. JOBS=8. Its runs were still rising at step 2000.
   local -a SWEEP_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32 --channels-last)   # NHWC: ~30% faster
   sweep lite0 3 mnist_c "${CORE[@]}"
   sweep lite0 4 mnist_c "${CORE[@]}"
