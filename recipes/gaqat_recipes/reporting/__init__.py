@@ -11,6 +11,8 @@ Examples:
 
 from gaqat_recipes.reporting.paired import (
     difference_cell,
+    paired_cells,
+    paired_cells_markdown,
     paired_comparisons,
     paired_difference,
     paired_markdown,
@@ -23,6 +25,8 @@ from gaqat_recipes.reporting.tables import markdown_table, summarize_runs
 __all__ = [
     "difference_cell",
     "markdown_table",
+    "paired_cells",
+    "paired_cells_markdown",
     "paired_comparisons",
     "paired_difference",
     "paired_markdown",

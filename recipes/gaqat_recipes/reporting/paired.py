@@ -194,6 +194,84 @@ def paired_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
     return "\n".join(lines)
 
 
+def paired_cells(runs: Sequence[Mapping[str, Any]], reference: str, metric: str = "val_acc") -> list[dict[str, Any]]:
+    """Every method minus ``reference``, cell by cell: one difference per (held-out domain, seed), per bit width.
+
+    What :func:`paired_comparisons` averages, shown before averaging: with a handful of pairs no verdict
+    is possible, and the cells themselves (does a lead repeat from one cell to the next?) are the result.
+    Per bit width, the first row is ``reference``'s own ``selected[metric]`` (``"difference": False``),
+    then one row per other method with its differences (paired as :func:`paired_comparisons` pairs them:
+    a quantized reference at its own bit width, a full-precision one at every bit width). Each row has
+    ``label``, ``bits``, ``cells`` ({(domain, seed): value}) and ``mean`` (mean, standard error, pairs).
+
+    Examples:
+        >>> mk = lambda m, d, v: {"config": {"method": m, "bits": 3, "test_domain": d, "seed": 0},
+        ...                       "selected": {"val_acc": v}}
+        >>> ref, mine = paired_cells([mk("sagm-qat", "fog", 0.9), mk("gaqat", "fog", 0.87)], "sagm-qat")
+        >>> ref["label"], ref["cells"], mine["label"], round(mine["cells"][("fog", 0)], 6)
+        ('LSQ + SAGM W3A3', {('fog', 0): 0.9}, 'GAQAT W3A3', -0.03)
+    """
+    from gaqat_recipes.methods import METHODS
+    from gaqat_recipes.reporting.tables import method_bits, run_label
+
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(method_bits(run), []).append(run)
+    order = list(METHODS)
+    rows = []
+    for (name, bits), base in sorted(groups.items(), key=lambda item: -(item[0][1] or 0)):
+        if name != reference:
+            continue
+        base_cells = {pair_key(run): float(run["selected"][metric]) for run in base}
+        rows.append({"label": run_label(base[0]), "bits": bits, "difference": False, "cells": base_cells,
+                     "mean": _mean_and_se(list(base_cells.values()))})
+        for (other, other_bits), members in sorted(groups.items(), key=lambda item: order.index(item[0][0])):
+            if other == reference or bits not in (None, other_bits):  # as paired_comparisons pairs them
+                continue
+            cells = {pair_key(run): float(run["selected"][metric]) - base_cells[pair_key(run)]
+                     for run in members if pair_key(run) in base_cells}
+            if cells:
+                rows.append({"label": run_label(members[0]), "bits": bits, "difference": True, "cells": cells,
+                             "mean": _mean_and_se(list(cells.values()))})
+    return rows
+
+
+def paired_cells_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
+    """A markdown table of :func:`paired_cells` rows: one column per (held-out domain, seed), then mean ± SE.
+
+    Columns run seed by seed (domains in order, numbers by value); a method without a run in a cell shows
+    ``not run``. The reference's row holds its accuracy (%), the others their differences in points.
+
+    Examples:
+        >>> rows = [{"label": "LSQ + SAGM W3A3", "difference": False, "cells": {("fog", 0): 0.899, ("edges", 0): 0.92},
+        ...          "mean": (0.9095, 0.0105, 2)},
+        ...         {"label": "GAQAT W3A3", "difference": True, "cells": {("fog", 0): -0.03}, "mean": (-0.03, 0.0, 1)}]
+        >>> print(paired_cells_markdown(rows))
+        | method | `edges`, seed 0 | `fog`, seed 0 | mean ± SE |
+        |---|---|---|---|
+        | LSQ + SAGM W3A3 (accuracy, %) | 92.0 | 89.9 | 91.0 ± 1.1 |
+        | GAQAT W3A3 | not run | -3.0 | -3.0 ± – |
+    """
+    if not rows:
+        return ""
+
+    def column_order(key: tuple[str, int]) -> tuple[int, bool, float, str]:
+        domain, seed = key
+        numeric = domain.lstrip("-").replace(".", "", 1).isdigit()
+        return seed, not numeric, float(domain) if numeric else 0.0, domain
+
+    columns = sorted({key for row in rows for key in row["cells"]}, key=column_order)
+    lines = ["| method | " + " | ".join(f"`{domain}`, seed {seed}" for domain, seed in columns) + " | mean ± SE |",
+             "|---|" + "---|" * (len(columns) + 1)]
+    for row in rows:
+        sign = "+" if row["difference"] else ""
+        cells = [f"{100 * row['cells'][key]:{sign}.{digits}f}" if key in row["cells"] else "not run" for key in columns]
+        mean = spread_cell(*row["mean"], digits, signed=row["difference"])
+        label = row["label"] if row["difference"] else f"{row['label']} (accuracy, %)"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
 def difference_cell(stat: Sequence[float], digits: int = 1) -> str:
     """``"+m ± se"`` in accuracy points of a (mean, standard error, pairs) difference.
 

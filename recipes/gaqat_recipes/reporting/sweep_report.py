@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from gaqat_recipes.reporting.files import folder_lock, write_text_atomic
-from gaqat_recipes.reporting.paired import VERDICT_RULE, paired_comparisons, paired_markdown
+from gaqat_recipes.reporting.paired import (
+    VERDICT_RULE,
+    paired_cells,
+    paired_cells_markdown,
+    paired_comparisons,
+    paired_markdown,
+)
 from gaqat_recipes.reporting.plots import plot_heldout_bars
 from gaqat_recipes.reporting.tables import VAL_NOTE, markdown_table, summarize_runs
 
@@ -104,8 +110,10 @@ def write_sweep_report(runs: Sequence[dict[str, Any]], root: str | Path, title: 
     When the runs include ``gaqat`` and a baseline that shares a (held-out domain, seed), ``results.md``
     also gets the paired "GAQAT minus each baseline" table (:func:`~gaqat_recipes.reporting.paired_comparisons`),
     stored under ``"paired"`` in ``results.json``. With ``reference`` (a method name, e.g. ``"sagm-qat"``),
-    it gets "every method minus ``reference``" instead. Runs trained with ``patience`` add a table of the
-    selected and last trained steps. The files are written atomically under ``root``'s lock.
+    it gets "every method minus ``reference``" instead, and ``paired_cells.md`` the same differences cell
+    by cell before averaging (:func:`~gaqat_recipes.reporting.paired.paired_cells`, validation and held-out).
+    Runs trained with ``patience`` add a table of the selected and last trained steps. The files are
+    written atomically under ``root``'s lock.
 
     Examples:
         >>> import tempfile
@@ -166,8 +174,29 @@ def _write_report(runs: Sequence[dict[str, Any]], root: Path, title: str, refere
                  f"(early stopping), mean (min–max) over runs\n\n{training_length_markdown(runs)}\n")
     write_text_atomic(paths["table"], text)
     write_text_atomic(paths["json"], _report_json(rows, paired, runs))
+    if reference is not None and paired:
+        paths["cells"] = root / "paired_cells.md"
+        write_text_atomic(paths["cells"], paired_cells_report(runs, reference))
     plot_heldout_bars(rows, paths["plot"])
     return paths
+
+
+def paired_cells_report(runs: Sequence[Mapping[str, Any]], reference: str) -> str:
+    """``paired_cells.md``: every method minus ``reference`` per (held-out domain, seed), validation then held-out.
+
+    Examples:
+        >>> mk = lambda m, v: {"config": {"method": m, "bits": 3, "test_domain": "fog", "seed": 0},
+        ...                    "selected": {"val_acc": v, "test_acc": 0.5}}
+        >>> print(paired_cells_report([mk("sagm-qat", 0.9), mk("gaqat", 0.87)], "sagm-qat").splitlines()[5])
+        | GAQAT W3A3 | -3.0 | -3.0 ± – |
+    """
+    parts = []
+    for metric, what in (("val_acc", "Training-domain validation (selects the checkpoint)"),
+                         ("test_acc", "Held-out domain")):
+        parts.append(f"{what}: each method minus the reference per held-out domain and seed, in points "
+                     f"(the reference's own accuracy in its row), then mean ± standard error over the cells\n\n"
+                     f"{paired_cells_markdown(paired_cells(runs, reference, metric))}\n")
+    return "\n".join(parts)
 
 
 def rebuild_sweep_report(root: str | Path, reference: str | None = None) -> dict[str, Path]:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gaqat_recipes import write_sweep_report
-from gaqat_recipes.reporting import paired_comparisons, paired_markdown
+from gaqat_recipes.reporting import paired_cells, paired_cells_markdown, paired_comparisons, paired_markdown
 
 
 def _run(method: str, bits: int, domain: str, seed: int, test: float, val: float = 0.9) -> dict:
@@ -87,3 +87,23 @@ def test_sweep_report_with_a_reference_and_early_stopped_runs_states_the_trainin
     text = (tmp_path / "results.md").read_text()
     assert "each method minus the reference" in text and "| GAQAT W4A4 − LSQ W4A4 |" in text
     assert "| GAQAT W4A4 | 200 (100–300) | 600 (500–700) | 3 |" in text  # runs 0, 5, 10: selected 100, 300, 200
+
+
+def test_the_cell_by_cell_table_holds_each_pair_and_averages_to_the_paired_mean(tmp_path):
+    runs = [*_grid(), _run("gaqat", 4, "15", 1, 0.99), _run("qat", 4, "75", 1, 0.64)]  # unpaired on both sides
+    rows = paired_cells(runs, "qat", "test_acc")
+    assert [(row["label"], row["difference"]) for row in rows] == [
+        ("LSQ W4A4", False), ("GAQAT W4A4", True), ("LSQ W3A3", False), ("GAQAT W3A3", True)]  # FP: no partner
+    reference, gaqat4 = rows[0], rows[1]
+    assert reference["cells"] == {("0", 0): 0.66, ("0", 1): 0.69, ("75", 0): 0.67, ("75", 1): 0.64}
+    assert gaqat4["cells"] == pytest.approx({("0", 0): 0.04, ("0", 1): 0.03, ("75", 0): 0.01})  # not 15° seed 1
+    pooled = next(r for r in paired_comparisons(runs, baseline="qat") if r["comparison"] == "GAQAT W4A4 − LSQ W4A4")
+    assert gaqat4["mean"] == pytest.approx(pooled["test"])
+    table = paired_cells_markdown(rows[:2]).splitlines()
+    assert table[0] == "| method | `0`, seed 0 | `75`, seed 0 | `0`, seed 1 | `75`, seed 1 | mean ± SE |"
+    assert table[3] == "| GAQAT W4A4 | +4.0 | +1.0 | +3.0 | not run | +2.7 ± 0.9 |"
+    write_sweep_report(runs, tmp_path, reference="qat")
+    cells = (tmp_path / "paired_cells.md").read_text()
+    assert cells.index("Training-domain validation") < cells.index("Held-out domain") and table[3] in cells
+    write_sweep_report(runs, tmp_path / "no_reference")
+    assert not (tmp_path / "no_reference" / "paired_cells.md").exists()
