@@ -84,8 +84,9 @@ def long_table(grids: dict[str, list[dict]], longs: dict[str, list[dict]]) -> st
     """Per precision: the longer-capped runs against LSQ + SAGM, each method's longer run minus its grid run, and steps.
 
     The longer minus shorter differences carry no verdict: a method whose training does not depend on the cap
-    repeats its shorter run step for step and then goes on, so its longer run selects the best of a superset of
-    the same evaluations and its validation difference is never negative. Held-out accuracy has no such floor.
+    repeats its shorter run step for step (on a host that computes alike) and then goes on, so its longer run
+    selects the best of a superset of the same evaluations and its validation difference is never negative.
+    Held-out accuracy has no such floor.
     """
     blocks = []
     for bits in sorted({parse(grid)[2] for grid in longs}, reverse=True):
@@ -100,9 +101,11 @@ def long_table(grids: dict[str, list[dict]], longs: dict[str, list[dict]]) -> st
         blocks.append(f"**W{bits}A{bits}, trained with a {cap}-step cap**\n\n" + _table(columns)
                       + CLUSTERED + _table(columns, seed_clustered_difference, "seeds")
                       + f"\n\nEach method's run with the {cap}-step cap minus its run in the grid (same benchmark, held-out"
-                      " domain and seed), without a verdict: where training does not depend on the cap the longer run"
-                      " repeats the shorter one and goes on, so it selects from more evaluations of the same validation"
-                      " set and its validation difference cannot be negative:\n\n" + _longer_minus_shorter(pairs)
+                      " domain and seed), without a verdict: where training does not depend on the cap and both runs"
+                      " ran on hosts that compute alike, the longer run repeats the shorter one and goes on, so it selects"
+                      " from more evaluations of the same validation set and its validation difference cannot be"
+                      " negative (Lite0's longer runs ran on another host than its grid's, so theirs can):\n\n"
+                      + _longer_minus_shorter(pairs)
                       + CLUSTERED + _longer_minus_shorter(pairs, seed_clustered_difference, "seeds")
                       + "\n\nSteps: the step selected by training-domain validation, mean (min–max), and the runs the"
                       " cap ended (their last evaluation at the cap), for the same cells under both caps:\n\n"

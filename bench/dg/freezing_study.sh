@@ -3,8 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|lite0|report]...
-#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report; lite0 only when named)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|lite0|long_lite0|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report; lite0 and long_lite0 only when named)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -91,12 +91,22 @@ long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation 
     sweep cnn 3 "$CNN_BENCHMARKS" $methods
   done
 }
+LITE0_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32 --channels-last)   # NHWC: ~30% faster on this CPU
 lite0() {  # pretrained EfficientNet-Lite0 on MNIST-C at 32 px, W3A3 then W4A4, the grid's methods (36 runs each).
-           # 17-57 min per run on one CPU core with channels-last (a two-pass method 45-57; W3A3 seed 0's two
-           # cells, 12 runs, are done): meant for a GPU, e.g. JOBS=8. Its runs were still rising at step 2000.
-  local -a SWEEP_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32 --channels-last)   # NHWC: ~30% faster
+           # 11-57 min per run on one CPU core with channels-last, by host (a two-pass method 21-57; W3A3's first
+           # three cells, 18 runs, are done): meant for a GPU, e.g. JOBS=8. Half its runs selected step 2000.
+  local -a SWEEP_ARGS=("${LITE0_ARGS[@]}")
   sweep lite0 3 mnist_c "${CORE[@]}"
   sweep lite0 4 mnist_c "${CORE[@]}"
+}
+long_lite0() {  # Lite0's W3A3 cells with a 4000-step cap (half the pilot's runs selected step 2000): LSQ + SAGM and
+                # calibrated GAQAT on SAGM first, then the paper's GAQAT and the calibrated one with oscillation freezing
+  local SWEEP_DIR=long/ methods
+  local -a SWEEP_ARGS=("${LITE0_ARGS[@]}" --steps 4000)
+  for methods in "sagm-qat gaqat-cal-sagm" "gaqat gaqat-osc"; do
+    # shellcheck disable=SC2086
+    sweep lite0 3 mnist_c $methods
+  done
 }
 report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
             # its sweep, with LSQ + SAGM as reference), then the pooled tables
