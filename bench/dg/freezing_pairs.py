@@ -145,20 +145,23 @@ def _cells(runs: list[dict], reference: list[dict], difference: Difference, deci
 
 
 def _steps_table(longer_by_grid: dict[str, list[dict]], shorter_by_grid: dict[str, list[dict]]) -> str:
-    longer = [run for runs in longer_by_grid.values() for run in runs]
-    cells = {(*pair_key(run), run["config"]["method"]) for run in longer}
-    shorter = [run for runs in shorter_by_grid.values() for run in runs
-               if (*pair_key(run), run["config"]["method"]) in cells]
-    lines = ["| method | cap | selected step | ended by the cap | runs |", "|---|---|---|---|---|"]
-    for method in [m for m in METHODS if any(run["config"]["method"] == m for run in longer)]:
-        for runs in (shorter, longer):
-            mine = [run for run in runs if run["config"]["method"] == method]
-            if not mine:
-                continue
-            steps = [run["selected"]["step"] for run in mine]
-            capped = sum(run["history"][-1]["step"] >= run["config"]["steps"] for run in mine)
-            lines.append(f"| `{method}` | {_caps(mine)} | {sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)}) | "
-                         f"{capped} | {len(mine)} |")
+    """Per model and method: the selected steps and the runs the cap ended, under the grid's cap and the longer one."""
+    lines = ["| model | method | cap | selected step | ended by the cap | runs |", "|---|---|---|---|---|---|"]
+    for model in sorted({parse(grid)[1] for grid in longer_by_grid}):
+        grids = [grid for grid in longer_by_grid if parse(grid)[1] == model]
+        longer = [run for grid in grids for run in longer_by_grid[grid]]
+        cells = {(grid, *pair_key(run), run["config"]["method"]) for grid in grids for run in longer_by_grid[grid]}
+        shorter = [run for grid in grids for run in shorter_by_grid.get(grid, [])
+                   if (grid, *pair_key(run), run["config"]["method"]) in cells]
+        for method in [m for m in METHODS if any(run["config"]["method"] == m for run in longer)]:
+            for runs in (shorter, longer):
+                mine = [run for run in runs if run["config"]["method"] == method]
+                if not mine:
+                    continue
+                steps = [run["selected"]["step"] for run in mine]
+                capped = sum(run["history"][-1]["step"] >= run["config"]["steps"] for run in mine)
+                lines.append(f"| {MODELS.get(model, model)} | `{method}` | {_caps(mine)} | "
+                             f"{sum(steps) / len(steps):.0f} ({min(steps)}–{max(steps)}) | {capped} | {len(mine)} |")
     return "\n".join(lines)
 
 
