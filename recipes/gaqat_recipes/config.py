@@ -58,7 +58,13 @@ class TrainConfig:
         eval_every: steps between evaluations of validation and test accuracy (the last step is always evaluated).
         eval_batch_size: evaluation batch size per process.
         patience: stop when the validation accuracy has not improved for this many evaluations; default:
-            train every one of ``steps`` (the learning-rate and oscillation schedules always span ``steps``).
+            train every one of ``steps`` (the learning-rate schedule always spans ``steps``, the oscillation
+            schedule ``oscillation_steps``).
+        oscillation_steps: the steps that the oscillation freezer's warm start and threshold schedule span
+            (methods with oscillation freezing); default: ``steps``. With ``patience`` and a generous
+            ``steps`` cap, set it to the expected training length: a schedule stretched over the cap
+            starts freezing too late to act before early stopping ends the run. After it, the threshold
+            stays at its final value.
         reestimate_bn: before every evaluation, re-estimate the BatchNorm statistics on this many training
             batches (``gaqat_wrap.reestimate_batchnorm``); 0 (default): off. Models without BatchNorm ignore it.
         channels_last: store the model's convolution weights channels-last (NHWC) for faster convolutions;
@@ -119,6 +125,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batch_size: int = 256
     patience: int | None = None
+    oscillation_steps: int | None = None
     reestimate_bn: int = 0
     channels_last: bool = False
     max_train_examples: int | None = None
@@ -158,6 +165,9 @@ class TrainConfig:
         if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
                                           or self.patience < 1):
             raise ValueError(f"patience must be an integer >= 1 (evaluations without a gain) or None, got {self.patience!r}")
+        if self.oscillation_steps is not None and (not isinstance(self.oscillation_steps, int)
+                                                   or isinstance(self.oscillation_steps, bool) or self.oscillation_steps < 1):
+            raise ValueError(f"oscillation_steps must be an integer >= 1 (steps) or None, got {self.oscillation_steps!r}")
         if not isinstance(self.reestimate_bn, int) or isinstance(self.reestimate_bn, bool) or self.reestimate_bn < 0:
             raise ValueError(f"reestimate_bn must be an integer >= 0 (batches; 0 = off), got {self.reestimate_bn!r}")
         if self.max_train_examples is not None and self.max_train_examples < 1:

@@ -101,7 +101,7 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> RunOptimizer
     freezer = None
     oscillation = method_spec(config.method).oscillation
     if oscillation is not None:
-        freezer = OscillationFreezer(model, optimizer, total_steps=config.steps, **oscillation)
+        freezer = OscillationFreezer(model, optimizer, total_steps=config.oscillation_steps or config.steps, **oscillation)
     scheduler = None
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -102,6 +102,24 @@ def test_oscillation_methods_report_their_freezer_and_delayed_quantization_start
     assert early["stopped_step"] >= 5  # patience counts quantized evaluations only
 
 
+def test_the_oscillation_schedule_spans_oscillation_steps_when_given(tiny_config):
+    from gaqat_recipes.optimizer import build_optimizer
+    from gaqat_wrap import quantize_model
+
+    layers = [torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)]
+    model = quantize_model(torch.nn.Sequential(*layers), bits=3)   # the middle layer is quantized
+    capped = build_optimizer(tiny_config(method="osc-qat", steps=4000), model).freezer
+    sized = build_optimizer(tiny_config(method="osc-qat", steps=4000, oscillation_steps=2000), model).freezer
+    assert (capped.total_steps, sized.total_steps) == (4000, 2000)
+    capped._steps = sized._steps = 700   # the warm start (a quarter of the schedule) is over for one of them only
+    assert capped.threshold is None and sized.threshold is not None
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match="oscillation_steps must be an integer >= 1"):
+            tiny_config(oscillation_steps=bad)
+    metrics = train_dg(tiny_config(method="osc-qat", steps=6, eval_every=3, oscillation_steps=2))
+    assert metrics["config"]["oscillation_steps"] == 2 and metrics["oscillation"]["steps"] == 6
+
+
 def test_patience_stops_once_validation_stops_rising(tiny_config):
     metrics = train_dg(tiny_config(method="qat", steps=40, eval_every=1, patience=2, lr=1e-9))   # nothing to learn
     steps = [h["step"] for h in metrics["history"]]
