@@ -3,8 +3,8 @@
 # Resumable: every finished run is loaded, not retrained, so the script can be stopped and run again.
 # Runs are trained until training-domain validation stops rising (--patience evaluations without a new best,
 # at most --steps) and selected on training-domain validation only; cells (held-out domain, seed) are paired.
-# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|lite0|long_lite0|report]...
-#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report; lite0 and long_lite0 only when named)
+# Usage: bash bench/dg/freezing_study.sh [null|w3|w4|vit3|vit4|extra|retest|retest3|long3|lite0|long_lite0|long_lite0_osc|report]...
+#        (default: null w3 w4 vit3 vit4 extra retest retest3 long3 report; the Lite0 parts only when named)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -107,6 +107,13 @@ long_lite0() {  # Lite0's W3A3 cells with a 4000-step cap (half the pilot's runs
     # shellcheck disable=SC2086
     sweep lite0 3 mnist_c $methods
   done
+}
+long_lite0_osc() {  # the oscillation methods under the same 4000-step cap with their schedule sized to 2500 steps
+                    # (--oscillation-steps: spread over the cap, it froze nothing before early stopping); compare
+                    # with long_lite0's LSQ + SAGM runs of the same cells
+  local SWEEP_DIR=long_osc2500/
+  local -a SWEEP_ARGS=("${LITE0_ARGS[@]}" --steps 4000 --oscillation-steps 2500)
+  sweep lite0 3 mnist_c gaqat-osc osc-qat
 }
 report() {  # paired tables over each grid's held-out domains (no training; each held-out folder's report is written by
             # its sweep, with LSQ + SAGM as reference), then the pooled tables
