@@ -152,7 +152,7 @@ class TrainConfig:
         model_kind(self.model)
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "calib_batches"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int_at_least(value, 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("lr", "cache_limit_gb"):
             value = getattr(self, name)
@@ -162,13 +162,11 @@ class TrainConfig:
             raise ValueError("weight_decay, momentum and scale_lr must be >= 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1): model selection needs validation data; got {self.val_fraction}")
-        if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
-                                          or self.patience < 1):
+        if self.patience is not None and not _is_int_at_least(self.patience, 1):
             raise ValueError(f"patience must be an integer >= 1 (evaluations without a gain) or None, got {self.patience!r}")
-        if self.oscillation_steps is not None and (not isinstance(self.oscillation_steps, int)
-                                                   or isinstance(self.oscillation_steps, bool) or self.oscillation_steps < 1):
+        if self.oscillation_steps is not None and not _is_int_at_least(self.oscillation_steps, 1):
             raise ValueError(f"oscillation_steps must be an integer >= 1 (steps) or None, got {self.oscillation_steps!r}")
-        if not isinstance(self.reestimate_bn, int) or isinstance(self.reestimate_bn, bool) or self.reestimate_bn < 0:
+        if not _is_int_at_least(self.reestimate_bn, 0):
             raise ValueError(f"reestimate_bn must be an integer >= 0 (batches; 0 = off), got {self.reestimate_bn!r}")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ValueError(f"max_train_examples must be >= 1 or None, got {self.max_train_examples}")
@@ -257,6 +255,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; fields are {sorted(known)}")
         return cls(**values)
+
+
+def _is_int_at_least(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def check_dataset_source(dataset: str) -> None:

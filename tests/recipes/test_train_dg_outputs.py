@@ -111,8 +111,9 @@ def test_the_oscillation_schedule_spans_oscillation_steps_when_given(tiny_config
     capped = build_optimizer(tiny_config(method="osc-qat", steps=4000), model).freezer
     sized = build_optimizer(tiny_config(method="osc-qat", steps=4000, oscillation_steps=2000), model).freezer
     assert (capped.total_steps, sized.total_steps) == (4000, 2000)
-    capped._steps = sized._steps = 700   # the warm start (a quarter of the schedule) is over for one of them only
-    assert capped.threshold is None and sized.threshold is not None
+    # after 700 steps the warm start (a quarter of the schedule) is over for one of them only
+    assert capped.config.threshold_at(700, capped.total_steps) is None
+    assert sized.config.threshold_at(700, sized.total_steps) is not None
     for bad in (0, True, 2.5):
         with pytest.raises(ValueError, match="oscillation_steps must be an integer >= 1"):
             tiny_config(oscillation_steps=bad)

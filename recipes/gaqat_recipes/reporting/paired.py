@@ -130,6 +130,12 @@ def verdict(mean_diff: float, standard_error: float, pairs: int) -> str:
     return "no evidence"
 
 
+def _paired_at(reference_bits: int | None, bits: int | None) -> bool:
+    """Whether a baseline at ``reference_bits`` pairs with a method at ``bits``: a quantized one at its own bit
+    width, a full-precision one (``None``) at every bit width."""
+    return reference_bits in (None, bits)
+
+
 def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat",
                        baseline: str | None = None) -> list[dict[str, Any]]:
     """``method`` minus every other method in ``runs``, paired by (held-out domain, seed), per bit width.
@@ -153,20 +159,18 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], method: str = "gaqat",
         ['GAQAT W4A4 − LSQ W4A4']
     """
     from gaqat_recipes.methods import METHODS
-    from gaqat_recipes.reporting.tables import method_bits, run_label
+    from gaqat_recipes.reporting.tables import group_by_method_bits, method_bits_order, run_label
 
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(method_bits(run), []).append(run)
+    groups = group_by_method_bits(runs)
     order = list(METHODS)
-    by_bits = sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0])))
+    by_bits = sorted(groups.items(), key=lambda item: method_bits_order(item[0]))
     if baseline is not None:
         pairs = [(key, members, ref_key, reference) for key, members in by_bits if key[0] != baseline
-                 for ref_key, reference in by_bits if ref_key[0] == baseline and ref_key[1] in (None, key[1])]
+                 for ref_key, reference in by_bits if ref_key[0] == baseline and _paired_at(ref_key[1], key[1])]
     else:
         pairs = [(key, members, ref_key, reference) for key, members in by_bits if key[0] == method
                  for ref_key, reference in sorted(groups.items(), key=lambda item: order.index(item[0][0]))
-                 if ref_key[0] != method and ref_key[1] in (None, key[1])]
+                 if ref_key[0] != method and _paired_at(ref_key[1], key[1])]
     rows = []
     for (name, bits), members, (reference_name, _), reference in pairs:
         test = paired_difference(members, reference, "test_acc")
@@ -212,11 +216,9 @@ def paired_cells(runs: Sequence[Mapping[str, Any]], reference: str, metric: str 
         ('LSQ + SAGM W3A3', {('fog', 0): 0.9}, 'GAQAT W3A3', -0.03)
     """
     from gaqat_recipes.methods import METHODS
-    from gaqat_recipes.reporting.tables import method_bits, run_label
+    from gaqat_recipes.reporting.tables import group_by_method_bits, run_label
 
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(method_bits(run), []).append(run)
+    groups = group_by_method_bits(runs)
     order = list(METHODS)
     rows = []
     for (name, bits), base in sorted(groups.items(), key=lambda item: -(item[0][1] or 0)):
@@ -226,7 +228,7 @@ def paired_cells(runs: Sequence[Mapping[str, Any]], reference: str, metric: str 
         rows.append({"label": run_label(base[0]), "bits": bits, "difference": False, "cells": base_cells,
                      "mean": _mean_and_se(list(base_cells.values()))})
         for (other, other_bits), members in sorted(groups.items(), key=lambda item: order.index(item[0][0])):
-            if other == reference or bits not in (None, other_bits):  # as paired_comparisons pairs them
+            if other == reference or not _paired_at(bits, other_bits):
                 continue
             cells = {pair_key(run): float(run["selected"][metric]) - base_cells[pair_key(run)]
                      for run in members if pair_key(run) in base_cells}

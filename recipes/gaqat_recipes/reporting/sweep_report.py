@@ -136,19 +136,13 @@ def training_length_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         >>> print(training_length_markdown(runs).splitlines()[-1])
         | LSQ W4A4 | 800 (600–1000) | 1200 (1000–1400) | 2 |
     """
-    from gaqat_recipes.methods import METHODS
-    from gaqat_recipes.reporting.tables import method_bits, run_label
-
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(method_bits(run), []).append(run)
-    order = list(METHODS)
+    from gaqat_recipes.reporting.tables import group_by_method_bits, method_bits_order, run_label
 
     def cell(values: list[int]) -> str:
         return f"{sum(values) / len(values):.0f} ({min(values)}–{max(values)})"
 
     lines = ["| method | selected step | last step trained | runs |", "|---|---|---|---|"]
-    for _, members in sorted(groups.items(), key=lambda item: (-(item[0][1] or 0), order.index(item[0][0]))):
+    for _, members in sorted(group_by_method_bits(runs).items(), key=lambda item: method_bits_order(item[0])):
         selected = [int(run["selected"]["step"]) for run in members]
         stopped = [int(run.get("stopped_step") or run["config"].get("steps", 0)) for run in members]
         lines.append(f"| {run_label(members[0])} | {cell(selected)} | {cell(stopped)} | {len(members)} |")

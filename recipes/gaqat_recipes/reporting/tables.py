@@ -64,6 +64,30 @@ def method_bits(metrics: Mapping[str, Any]) -> tuple[str, int | None]:
     return config["method"], config["bits"] if METHODS[config["method"]].quantized else None
 
 
+def group_by_method_bits(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int | None], list[Mapping[str, Any]]]:
+    """Runs by :func:`method_bits`, groups in order of first appearance; sort with :func:`method_bits_order`.
+
+    Examples:
+        >>> runs = [{"config": {"method": m, "bits": b}} for m, b in (("qat", 3), ("gaqat", 4), ("qat", 3))]
+        >>> {key: len(members) for key, members in group_by_method_bits(runs).items()}
+        {('qat', 3): 2, ('gaqat', 4): 1}
+    """
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(method_bits(run), []).append(run)
+    return groups
+
+
+def method_bits_order(key: tuple[str, int | None]) -> tuple[int, int]:
+    """Sort key of a (method, bits) group: the widest bits first, full precision last, then the methods' order.
+
+    Examples:
+        >>> sorted([("fp", None), ("gaqat", 3), ("qat", 4), ("gaqat", 4)], key=method_bits_order)
+        [('qat', 4), ('gaqat', 4), ('gaqat', 3), ('fp', None)]
+    """
+    return -(key[1] or 0), list(METHODS).index(key[0])
+
+
 def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Group runs by method (and bits for quantized methods); mean ± std over seeds per held-out domain.
 
