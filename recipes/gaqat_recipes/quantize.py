@@ -16,7 +16,8 @@ def quantize_and_calibrate(model: torch.nn.Module, train_data: torch.utils.data.
     """Quantize ``model`` in place at ``config.bits`` and calibrate its input step sizes.
 
     Calibration reads ``config.calib_batches`` batches of ``config.batch_size`` training images in an order
-    drawn from ``config.seed``, so the same config always starts from the same step sizes.
+    drawn from ``config.seed``, so the same config always starts from the same step sizes. The batches go to
+    the model's device (delayed quantization calibrates a model that already trains on the GPU).
 
     Examples:
         >>> from gaqat_wrap import quant_report
@@ -31,4 +32,5 @@ def quantize_and_calibrate(model: torch.nn.Module, train_data: torch.utils.data.
     quantize_model(model, bits=config.bits)
     order = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=order)
-    calibrate(model, (batch[0] for batch in loader), num_batches=config.calib_batches)
+    device = next(model.parameters()).device
+    calibrate(model, (batch[0].to(device) for batch in loader), num_batches=config.calib_batches)

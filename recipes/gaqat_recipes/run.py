@@ -33,7 +33,7 @@ from gaqat_recipes.methods import method_spec
 from gaqat_recipes.models import build_model, input_spec
 from gaqat_recipes.optimizer import add_step_sizes, build_optimizer
 from gaqat_recipes.quantize import quantize_and_calibrate
-from gaqat_recipes.reporting.run_report import run_metrics, write_run_report
+from gaqat_recipes.reporting.run_report import run_environment, run_metrics, write_run_report
 
 
 def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dict[str, Any]:
@@ -92,6 +92,7 @@ def train_dg(config: TrainConfig, accelerator: Accelerator | None = None) -> dic
                      select_after=quantized_after or 0)
 
         metrics = run_metrics(config, data, result, optimizer, accelerator.num_processes, quantized_after)
+        metrics["environment"] = run_environment(accelerator.device)
         metrics["wall_time_s"] = time.perf_counter() - started
         if accelerator.is_main_process:
             write_run_report(metrics, config, result, data.classes, started)

@@ -30,6 +30,9 @@ def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
     assert saved["selected"]["step"] in (2, 4)
     assert set(saved["selected"]["test_per_domain"]) == {"c"}
     assert saved["wall_time_s"] > 0 and saved["data"]["sizes"]["test"] == 16
+    environment = saved["environment"]  # where it trained: runs repeat to the last digit on one host only
+    assert environment["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert environment["torch"] == torch.__version__ and environment["processor"]
     assert (out / "learning_curves.png").stat().st_size > 0
 
     weights = load_file(str(out / "checkpoint" / "model.safetensors"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from gaqat_recipes.checkpoint import save_checkpoint
 from gaqat_recipes.methods import method_spec
@@ -64,6 +67,34 @@ def run_metrics(config: TrainConfig, data: RunData, result: FitResult, run: RunO
         "quantized_after_step": quantized_after_step,
         "oscillation": _oscillation_summary(run),
     }
+
+
+def run_environment(device: torch.device | str) -> dict[str, str]:
+    """Where a run trained: device type and name, processor, torch and Python versions (``metrics.json``'s ``environment``).
+
+    Runs of the same seed agree to the last digit on one host but not across processors or devices, so a paired
+    cell should train on one host; this record says which.
+
+    Examples:
+        >>> env = run_environment("cpu")
+        >>> env["device"], env["torch"] == torch.__version__
+        ('cpu', True)
+    """
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor_name()
+    return {"device": device.type, "device_name": name, "processor": _processor_name(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def _processor_name() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _oscillation_summary(run: RunOptimizer) -> dict[str, Any] | None:
