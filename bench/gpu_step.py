@@ -26,6 +26,7 @@ Run: ``.venv/bin/python bench/gpu_step.py`` (a few minutes on one GPU).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -98,8 +99,10 @@ def measure(name: str, method: str, args: argparse.Namespace, device: torch.devi
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
     y = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.empty_cache()  # the previous row's model is gone: start from its memory released
+    if cuda:  # free the previous row's model (its optimizer closures form reference cycles) before this one is built
+        gc.collect()
+        torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
     model = build(name, method, args.image_size, x, device)
     step = make_step(model, method, x, y)
     for _ in range(args.warmup):
@@ -129,7 +132,8 @@ def measure(name: str, method: str, args: argparse.Namespace, device: torch.devi
            "peak_memory_mib": None if peak is None else round(peak, 1),
            "saved_for_backward_mib": round(saved / 2**20, 1), "host_syncs_per_step": syncs, "steps_timed": len(times)}
     print(f"{name:<24} {method:<9} {row['median_ms']:9.2f} ms  {row['images_per_s']:9.1f} img/s  "
-          f"peak {row['peak_memory_mib']} MiB  saved {row['saved_for_backward_mib']} MiB  syncs {syncs}", flush=True)
+          f"peak {row['peak_memory_mib']} MiB  saved {row['saved_for_backward_mib']} MiB  syncs {syncs}  "
+          f"(allocated before the build: {before:.0f} MiB)", flush=True)
     return row
 
 
