@@ -656,12 +656,16 @@ class GAQATOptimizer(Optimizer):
         share = sum(frozen) / len(frozen)
         if share >= MOSTLY_FROZEN:
             self._warned_mostly_frozen = True
+            remedy = ("compare with freeze_threshold=None (LSQ + SAM) on validation"
+                      if self.config.metric == "calibrated" else
+                      "try metric='calibrated', which tests each scale against a random-direction null, and compare "
+                      "with freeze_threshold=None (LSQ + SAM) on validation")
             warn_at_caller(f"GAQATOptimizer froze {share:.0%} of the {len(frozen)} quantizer scales at step "
                            f"{self.steps}: the conflict test fires for almost every scale, which happens when the "
                            "gradient at θ + ε is nearly unrelated to the gradient at θ (a rough quantized loss surface), "
                            "not only when sharpness and task loss disagree. Then freezing carries no sharpness "
-                           "information for this model: compare with freeze_threshold=None (LSQ + SAM) on validation. "
-                           "See 'When almost every scale freezes' in the GAQAT docs (warned once per optimizer).")
+                           f"information for this model: {remedy}. See 'When almost every scale freezes' in the "
+                           "GAQAT docs (warned once per optimizer).")
 
     def _check_scale_lr(self, scales: list[Tensor]) -> None:
         """Warn once when an Adam-family learning rate is close to the size of the step sizes it updates."""

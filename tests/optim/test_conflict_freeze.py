@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from optim_helpers import build, loss_closure
 from torch import nn
@@ -198,7 +199,17 @@ def test_warns_once_when_a_decision_freezes_almost_every_scale():
     mostly_frozen = [w for w in caught if "quantizer scales" in str(w.message)]
     assert len(mostly_frozen) == 1 and issubclass(mostly_frozen[0].category, RuntimeWarning)
     assert "froze 100% of the 5 quantizer scales at step 2" in str(mostly_frozen[0].message)
+    assert "try metric='calibrated'" in str(mostly_frozen[0].message)  # the paper's test: point at the null-tested one
     assert all(s.frozen for s in opt.freeze_report())
+
+
+def test_the_warning_of_the_calibrated_metric_points_at_lsq_sam_not_at_itself():
+    params = _scales(5)
+    opt = GAQATOptimizer(torch.optim.SGD(params, lr=0.0), scales=named(params), window=4, metric="calibrated")
+    with pytest.warns(RuntimeWarning, match="froze 100% of the 5") as caught:
+        opt._warn_if_mostly_frozen([True] * 5)  # a decision that froze every scale
+    message = str(caught[0].message)
+    assert "try metric='calibrated'" not in message and "freeze_threshold=None (LSQ + SAM)" in message
 
 
 def test_no_warning_below_the_mostly_frozen_share_or_for_tiny_models():
