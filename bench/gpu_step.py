@@ -99,7 +99,7 @@ def measure(name: str, method: str, args: argparse.Namespace, device: torch.devi
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
     y = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
     cuda = device.type == "cuda"
-    if cuda:  # free the previous row's model (its optimizer closures form reference cycles) before this one is built
+    if cuda:  # free what the previous row left (objects in reference cycles wait for the collector) before this build
         gc.collect()
         torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
