@@ -30,6 +30,19 @@ def tiny_config(toy_folder: str, tmp_path: Path):
     return make
 
 
+@pytest.fixture
+def tiny_method_config(tiny_config):
+    """``tiny_method_config(method, **overrides)``: ``tiny_config`` for ``method`` with GAQAT decisions every 2 steps
+    (every 4 for the calibrated metric, whose t-test needs them) and the null pass every step."""
+    from gaqat_recipes import METHODS
+
+    def make(method: str, **overrides) -> TrainConfig:
+        calibrated = METHODS[method].gaqat.get("metric") == "calibrated"
+        return tiny_config(method=method, gaqat={"window": 4 if calibrated else 2, "null_every": 1}, **overrides)
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """The tiny models here run many small ops; one intra-op thread avoids thread wake-up costs on a busy 2-core box."""

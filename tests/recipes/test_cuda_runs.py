@@ -14,9 +14,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_trains_on_cuda(method, tiny_config):
-    calibrated = METHODS[method].gaqat.get("metric") == "calibrated"
-    config = tiny_config(method=method, steps=6, gaqat={"window": 4 if calibrated else 2, "null_every": 1})
+def test_every_method_trains_on_cuda(method, tiny_method_config):
+    config = tiny_method_config(method, steps=6)
     train_dg(config)  # delayed methods quantize and calibrate at step 4, on the device the model trains on
     saved = json.loads((Path(config.output_dir) / "metrics.json").read_text())
     assert saved["environment"]["device"] == "cuda"

@@ -14,9 +14,9 @@ from gaqat_recipes.cli import main
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_config):
-    calibrated = METHODS[method].gaqat.get("metric") == "calibrated"
-    config = tiny_config(method=method, gaqat={"window": 4 if calibrated else 2, "null_every": 1})
+def test_every_method_writes_metrics_checkpoint_and_plots(method, tiny_method_config):
+    calibrated = METHODS[method].gaqat.get("metric") == "calibrated"   # its decisions come every 4 steps
+    config = tiny_method_config(method)
     metrics = train_dg(config)
     out = Path(config.output_dir)
 

@@ -81,8 +81,9 @@ def run_environment(device: torch.device | str) -> dict[str, str]:
         ('cpu', True)
     """
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor_name()
-    return {"device": device.type, "device_name": name, "processor": _processor_name(), "torch": torch.__version__,
+    processor = _processor_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else processor
+    return {"device": device.type, "device_name": name, "processor": processor, "torch": torch.__version__,
             "python": platform.python_version()}
 
 
