@@ -16,3 +16,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Never collect a ``conftest.py`` as a doctest module: they hold fixtures, not examples.
+
+    Under ``--doctest-modules`` pytest would import each one as a module named ``conftest``,
+    and two of them from different test folders in one run then collide.
+    """
+    if collection_path.name == "conftest.py":
+        return True
+    return None
