@@ -1,5 +1,9 @@
 """Settings for the whole test suite (tests/ and the doctests in gaqat_wrap/)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,7 +22,7 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def pytest_ignore_collect(collection_path, config):
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Never collect a ``conftest.py`` as a doctest module: they hold fixtures, not examples.
 
     Under ``--doctest-modules`` pytest would import each one as a module named ``conftest``,
