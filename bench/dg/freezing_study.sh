@@ -91,8 +91,8 @@ long3() {  # the grid's W3A3 CNN cells with a 4000-step cap (at 2000 validation 
 }
 LITE0_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32 --channels-last)   # NHWC: ~30% faster on this CPU
 lite0() {  # pretrained EfficientNet-Lite0 on MNIST-C at 32 px, W3A3 then W4A4, the grid's methods (36 runs each).
-           # 7-57 min per run on one CPU core with channels-last, by host (a two-pass method 16-57; W3A3's six
-           # cells and W4A4's first three are done). On one H200 with JOBS=6 and MPS, 155-195 ms a two-pass
+           # 7-57 min per run on one CPU core with channels-last, by host (a two-pass method 13-57; all twelve
+           # cells are done and load from their results). On one H200 with JOBS=6 and MPS, 155-195 ms a two-pass
            # step with six runs sharing the GPU (300-step runs), so ~7 min a cell. Half the pilot's runs
            # selected step 2000.
   local -a SWEEP_ARGS=("${LITE0_ARGS[@]}")
