@@ -93,8 +93,8 @@ LITE0_ARGS=(--pretrained efficientnet_lite0_pypi --image-size 32 --channels-last
 lite0() {  # pretrained EfficientNet-Lite0 on MNIST-C at 32 px, W3A3 then W4A4, the grid's methods (36 runs each).
            # 7-57 min per run on one CPU core with channels-last, by host (a two-pass method 13-57; all twelve
            # cells are done and load from their results). On one H200 with JOBS=6 and MPS, 155-195 ms a two-pass
-           # step with six runs sharing the GPU (300-step runs), so ~7 min a cell. Half the pilot's runs
-           # selected step 2000.
+           # step with six runs sharing the GPU (300-step runs), so ~7 min a cell. 17 of the 36 W3A3 runs
+           # and 9 of the 36 W4A4 runs selected step 2000 (the cap).
   local -a SWEEP_ARGS=("${LITE0_ARGS[@]}")
   sweep lite0 3 mnist_c "${CORE[@]}"
   sweep lite0 4 mnist_c "${CORE[@]}"
